@@ -22,7 +22,7 @@ import enum
 import math
 import struct
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Union
+from typing import Any, ClassVar
 
 import msgpack
 import numpy as np
@@ -356,7 +356,7 @@ class ColorFrame(_Message):
     image: np.ndarray
     intrinsics: Intrinsics | None = None
     depth_m: np.ndarray | None = None
-    T_W_C: np.ndarray | None = None  # noqa: N815 - convention
+    T_W_C: np.ndarray | None = None
     source: str = ""
 
     def __post_init__(self) -> None:
@@ -415,7 +415,7 @@ class ColorFrame(_Message):
         )
 
 
-class DepthKind(str, enum.Enum):
+class DepthKind(enum.StrEnum):
     """What a depth image holds."""
 
     METRIC = "metric"
@@ -440,7 +440,7 @@ class DepthFrame(_Message):
     intrinsics: Intrinsics | None
     image: np.ndarray | None = None
     confidence: np.ndarray | None = None
-    T_W_C_gt: np.ndarray | None = None  # noqa: N815
+    T_W_C_gt: np.ndarray | None = None
     model: str = ""
 
     def __post_init__(self) -> None:
@@ -497,7 +497,7 @@ class DepthFrame(_Message):
             raise WireError(f"{w}: {exc}") from exc
 
 
-class TrackingState(str, enum.Enum):
+class TrackingState(enum.StrEnum):
     """The tracker's state for a frame."""
 
     INITIALISING = "initialising"
@@ -513,7 +513,7 @@ class PoseUpdate(_Message):
     TYPE: ClassVar[str] = "pose"
     frame_id: int
     stamp_ns: int
-    T_W_C: np.ndarray  # noqa: N815
+    T_W_C: np.ndarray
     state: TrackingState
     is_keyframe: bool = False
     depth_scale: float = 1.0
@@ -673,7 +673,7 @@ class Status(_Message):
                    _str(body, "text", w), clean)
 
 
-class ControlCommand(str, enum.Enum):
+class ControlCommand(enum.StrEnum):
     """Commands a controller sends to stages."""
 
     STOP = "stop"
@@ -703,7 +703,7 @@ class Control(_Message):
         return cls(ControlCommand(cmd), _str(body, "target", w, max_len=64), _int(body, "stamp_ns", w))
 
 
-Message = Union[ColorFrame, DepthFrame, PoseUpdate, MapUpdate, Status, Control]
+Message = ColorFrame | DepthFrame | PoseUpdate | MapUpdate | Status | Control
 MESSAGE_TYPES: dict[str, type[_Message]] = {
     cls.TYPE: cls for cls in (ColorFrame, DepthFrame, PoseUpdate, MapUpdate, Status, Control)
 }

@@ -1,0 +1,209 @@
+"""Numba kernels of projective TSDF integration (the numpy reference lives in ``tests/fusion/reference.py``).
+
+Two steps per frame:
+
+1. :func:`band_block_keys` finds the blocks that the truncation band of the frame crosses. For every
+   valid pixel it samples the ray at ``2 * n_half_layers + 1`` depths evenly spaced over
+   ``[d - trunc, d + trunc]`` (``d`` = the pixel's depth, depths measured along the optical axis) and
+   emits the block of each sample. With the layer spacing (along the ray) below one block edge, no block
+   can lie inside the band between two adjacent layers without touching one of them (a cube is at least
+   one edge wide in every direction), so away from depth discontinuities the band's blocks are found
+   exactly. Consecutive duplicate keys along an image row are dropped here; the hash map removes the rest.
+2. :func:`integrate_blocks` updates every voxel of those blocks: project the voxel centre, take the
+   nearest pixel's depth ``d``; with ``sdf = d - z`` (projective, along the optical axis), voxels with
+   ``sdf >= -trunc`` get ``tsdf <- (tsdf * w + min(sdf, trunc)) / (w + 1)``, colour likewise (rounded),
+   and ``w <- min(w + 1, max_weight)``.
+
+Invalid depth is any value outside ``[min_depth, max_depth]``, which includes 0, negative values, NaN and
+inf (the comparisons are false for NaN; see :data:`fusion.hash_kernels.FASTMATH`).
+"""
+
+from __future__ import annotations
+
+import numba as nb
+import numpy as np
+
+from fusion.hash_kernels import FASTMATH, pack_key, unpack_key
+
+
+@nb.njit(parallel=True, cache=True, fastmath=FASTMATH)
+def band_block_keys(
+    depth: np.ndarray,
+    fx: float,
+    fy: float,
+    cx: float,
+    cy: float,
+    R_WC: np.ndarray,
+    t_WC: np.ndarray,
+    trunc_m: float,
+    n_half_layers: int,
+    min_depth_m: float,
+    max_depth_m: float,
+    block_size_m: float,
+    stride_px: int,
+) -> np.ndarray:
+    """Packed keys (N,) int64 of the blocks crossed by the truncation band (duplicates possible).
+
+    depth (H, W) float32 metres; R_WC (3, 3) float64, t_WC (3,) float64 camera-to-world.
+    """
+    h, w = depth.shape
+    n_layers = 2 * n_half_layers + 1
+    layer_step = trunc_m / n_half_layers
+    inv_b = 1.0 / block_size_m
+    n_rows = (h + stride_px - 1) // stride_px
+    row_keys = np.empty((n_rows, w * n_layers), np.int64)
+    row_counts = np.zeros(n_rows, np.int64)
+    for r in nb.prange(n_rows):
+        v = r * stride_px
+        last = np.full(n_layers, -1, np.int64)
+        n = 0
+        yr = (v - cy) / fy
+        ax = R_WC[0, 1] * yr + R_WC[0, 2]
+        ay = R_WC[1, 1] * yr + R_WC[1, 2]
+        az = R_WC[2, 1] * yr + R_WC[2, 2]
+        for u in range(0, w, stride_px):
+            d = depth[v, u]
+            if not (d >= min_depth_m and d <= max_depth_m):
+                continue
+            xr = (u - cx) / fx
+            dx = R_WC[0, 0] * xr + ax
+            dy = R_WC[1, 0] * xr + ay
+            dz = R_WC[2, 0] * xr + az
+            for layer in range(n_layers):
+                z = d + (layer - n_half_layers) * layer_step
+                if z <= 0.0:
+                    continue
+                key = pack_key(
+                    np.int64(np.floor((t_WC[0] + dx * z) * inv_b)),
+                    np.int64(np.floor((t_WC[1] + dy * z) * inv_b)),
+                    np.int64(np.floor((t_WC[2] + dz * z) * inv_b)),
+                )
+                dup = False
+                for j in range(n_layers):
+                    if last[j] == key:
+                        dup = True
+                        break
+                last[layer] = key
+                if not dup:
+                    row_keys[r, n] = key
+                    n += 1
+        row_counts[r] = n
+    offsets = np.zeros(n_rows + 1, np.int64)
+    for r in range(n_rows):
+        offsets[r + 1] = offsets[r] + row_counts[r]
+    out = np.empty(offsets[n_rows], np.int64)
+    for r in nb.prange(n_rows):
+        o = offsets[r]
+        for i in range(row_counts[r]):
+            out[o + i] = row_keys[r, i]
+    return out
+
+
+@nb.njit(parallel=True, cache=True, fastmath=FASTMATH)
+def integrate_blocks(
+    ids: np.ndarray,
+    packed_keys: np.ndarray,
+    tsdf: np.ndarray,
+    weight: np.ndarray,
+    color: np.ndarray,
+    depth: np.ndarray,
+    rgb: np.ndarray,
+    has_color: bool,
+    fx: float,
+    fy: float,
+    cx: float,
+    cy: float,
+    R_CW: np.ndarray,
+    t_CW: np.ndarray,
+    voxel_size_m: float,
+    block_size_vox: int,
+    trunc_m: float,
+    min_depth_m: float,
+    max_depth_m: float,
+    max_weight: float,
+) -> None:
+    """Projective TSDF update of every voxel of blocks ``ids`` (M,) int32, in place.
+
+    tsdf, weight (capacity, B^3) float32; color (capacity, B^3, 3) uint8; depth (H, W) float32 metres;
+    rgb (H, W, 3) uint8 (ignored unless ``has_color``); R_CW (3, 3), t_CW (3,) float64 world-to-camera.
+    ``ids`` must be distinct (blocks are processed in parallel). Both arrays must be C-contiguous.
+
+    The block origin is transformed in float64; per-voxel arithmetic is float32 (voxel offsets from the
+    origin are small), so a voxel whose projection lies within ~1e-4 px of a pixel border may pick the
+    neighbouring pixel compared with a float64 computation. Colour is averaged only over observations
+    within the truncation band (``|sdf| < trunc``), where the surface colour is.
+    """
+    h, w = depth.shape
+    bs = block_size_vox
+    nv = bs * bs * bs
+    f32 = np.float32
+    fx32 = f32(fx)
+    fy32 = f32(fy)
+    # +0.5 folds round-to-nearest into the truncation below (valid for u, v >= -0.5)
+    cxr = f32(cx + 0.5)
+    cyr = f32(cy + 0.5)
+    vs = voxel_size_m
+    # camera-frame step of one voxel along each world axis
+    sxx, sxy, sxz = f32(R_CW[0, 0] * vs), f32(R_CW[1, 0] * vs), f32(R_CW[2, 0] * vs)
+    syx, syy, syz = f32(R_CW[0, 1] * vs), f32(R_CW[1, 1] * vs), f32(R_CW[2, 1] * vs)
+    szx, szy, szz = f32(R_CW[0, 2] * vs), f32(R_CW[1, 2] * vs), f32(R_CW[2, 2] * vs)
+    trunc = f32(trunc_m)
+    dmin = f32(min_depth_m)
+    dmax = f32(max_depth_m)
+    wmax = f32(max_weight)
+    wf = f32(w)
+    hf = f32(h)
+    dflat = depth.ravel()
+    cflat = rgb.ravel()
+    for i in nb.prange(ids.shape[0]):
+        pix = np.empty(nv, np.int32)
+        zs = np.empty(nv, np.float32)
+        b = ids[i]
+        bx, by, bz = unpack_key(packed_keys[b])
+        ox = bx * bs * vs
+        oy = by * bs * vs
+        oz = bz * bs * vs
+        cx0 = f32(R_CW[0, 0] * ox + R_CW[0, 1] * oy + R_CW[0, 2] * oz + t_CW[0])
+        cy0 = f32(R_CW[1, 0] * ox + R_CW[1, 1] * oy + R_CW[1, 2] * oz + t_CW[1])
+        cz0 = f32(R_CW[2, 0] * ox + R_CW[2, 1] * oy + R_CW[2, 2] * oz + t_CW[2])
+        # pass 1 (branch-free): pixel index (or -1) and depth of every voxel of the block
+        for iz in range(bs):
+            for iy in range(bs):
+                px = cx0 + f32(iy) * syx + f32(iz) * szx
+                py = cy0 + f32(iy) * syy + f32(iz) * szy
+                pz = cz0 + f32(iy) * syz + f32(iz) * szz
+                base = bs * (iy + bs * iz)
+                for ix in range(bs):
+                    fi = f32(ix)
+                    z = pz + fi * sxz
+                    inv_z = f32(1.0) / z
+                    u = fx32 * (px + fi * sxx) * inv_z + cxr
+                    v = fy32 * (py + fi * sxy) * inv_z + cyr
+                    ok = (z > 0) & (u >= 0) & (u < wf) & (v >= 0) & (v < hf)
+                    pix[base + ix] = np.int32(v) * w + np.int32(u) if ok else np.int32(-1)
+                    zs[base + ix] = z
+        # pass 2: read depth, update voxels
+        for lin in range(nv):
+            p = pix[lin]
+            if p < 0:
+                continue
+            d = dflat[p]
+            if not (d >= dmin and d <= dmax):
+                continue
+            sdf = d - zs[lin]
+            if sdf < -trunc:
+                continue
+            near_surface = sdf < trunc
+            if not near_surface:
+                sdf = trunc
+            w_old = weight[b, lin]
+            w_new = w_old + f32(1.0)
+            inv_w = f32(1.0) / w_new
+            tsdf[b, lin] = (tsdf[b, lin] * w_old + sdf) * inv_w
+            if has_color and near_surface:
+                p3 = 3 * p
+                for c in range(3):
+                    color[b, lin, c] = np.uint8(
+                        (f32(color[b, lin, c]) * w_old + f32(cflat[p3 + c])) * inv_w + f32(0.5)
+                    )
+            weight[b, lin] = min(w_new, wmax)

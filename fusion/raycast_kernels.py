@@ -1,0 +1,424 @@
+"""Numba kernels of TSDF raycasting: per-tile depth ranges from block projection, then ray marching.
+
+1. :func:`block_range_map` projects the bounding box of every allocated block (clipped to the space in
+   front of the camera) into the image and keeps, per ``tile x tile`` pixel tile, the nearest and
+   farthest camera depth of any block covering it. Rays start at their tile's near depth, so empty space
+   in front of the map costs nothing.
+2. :func:`march` walks each pixel's ray (parameter ``t`` = camera depth ``z``) with nearest-voxel reads:
+   unallocated blocks are skipped to their exit, unobserved voxels are stepped over one voxel at a time,
+   observed voxels advance by their TSDF value (at least one voxel; an overshoot of up to a voxel lands
+   in the negative band behind the surface, which is several voxels thick, so it is still detected). At
+   the first change from + to - (a front face), the crossing is first guessed by linear interpolation of
+   the two nearest-voxel samples and refined by one Newton step on the trilinear TSDF (falling back to a
+   trilinear bracket + regula falsi for grazing rays); the normal is the gradient of the trilinear cell,
+   the colour its trilinear colour. Rays that reach their range or depth limit without a front face give depth 0.
+
+Block coordinates use arithmetic shifts, so the block size must be a power of two (see VolumeConfig).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numba as nb
+import numpy as np
+
+from fusion.hash_kernels import FASTMATH, lookup, pack_key, unpack_key
+
+
+@nb.njit(cache=True, fastmath=FASTMATH)
+def block_range_map(
+    packed_keys: np.ndarray,
+    block_count: int,
+    R_CW: np.ndarray,
+    t_CW: np.ndarray,
+    fx: float,
+    fy: float,
+    cx: float,
+    cy: float,
+    width: int,
+    height: int,
+    tile: int,
+    block_size_vox: int,
+    voxel_size_m: float,
+    min_depth_m: float,
+    max_depth_m: float,
+    tsdf: np.ndarray,
+    weight: np.ndarray,
+    min_weight: float,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per-tile (near, far) ray range in camera depth (metres), (TH, TW) float32 each.
+
+    far: the farthest depth of any block whose projection covers the tile (0 when none does).
+    near: the nearest depth of any *surface voxel* (observed, |tsdf| < 2 voxels) whose projected footprint
+    (1.5 voxel radius, +1 px) touches the tile, minus 3 voxels; tiles with no surface voxel but some
+    block use the nearest block depth; +inf when no block covers the tile.
+    """
+    n_ty = (height + tile - 1) // tile
+    n_tx = (width + tile - 1) // tile
+    near = np.full((n_ty, n_tx), np.inf, np.float32)
+    far = np.zeros((n_ty, n_tx), np.float32)
+    bm = block_size_vox * voxel_size_m
+    lo = -0.5 * voxel_size_m  # nearest-voxel reads of a block cover [origin - s/2, origin + (B - 1/2) s];
+    hi = bm  # trilinear cells owned by it reach origin + B s
+    z_clip = 0.5 * min_depth_m
+    cam = np.empty((8, 3))
+    near_surf = np.full((n_ty, n_tx), np.inf, np.float32)
+    bs = block_size_vox
+    nv = bs * bs * bs
+    surf_band = 2.0 * voxel_size_m
+    # camera-frame step of one voxel along each world axis
+    sx0, sx1, sx2 = R_CW[0, 0] * voxel_size_m, R_CW[1, 0] * voxel_size_m, R_CW[2, 0] * voxel_size_m
+    sy0, sy1, sy2 = R_CW[0, 1] * voxel_size_m, R_CW[1, 1] * voxel_size_m, R_CW[2, 1] * voxel_size_m
+    sz0, sz1, sz2 = R_CW[0, 2] * voxel_size_m, R_CW[1, 2] * voxel_size_m, R_CW[2, 2] * voxel_size_m
+    foot = 1.5 * voxel_size_m * max(fx, fy)
+    surface_at_camera = False
+    for b in range(block_count):
+        bx, by, bz = unpack_key(packed_keys[b])
+        ox = bx * bm
+        oy = by * bm
+        oz = bz * bm
+        zmin = np.inf
+        zmax = -np.inf
+        for c in range(8):
+            wx = ox + (hi if c & 1 else lo)
+            wy = oy + (hi if (c >> 1) & 1 else lo)
+            wz = oz + (hi if (c >> 2) & 1 else lo)
+            for k in range(3):
+                cam[c, k] = R_CW[k, 0] * wx + R_CW[k, 1] * wy + R_CW[k, 2] * wz + t_CW[k]
+            zmin = min(zmin, cam[c, 2])
+            zmax = max(zmax, cam[c, 2])
+        if zmax < min_depth_m or zmin > max_depth_m:
+            continue
+        # image bounding box of the box clipped to z >= z_clip: corners in front of the clipping plane
+        # plus the points where box edges cross it
+        umin = np.inf
+        umax = -np.inf
+        vmin = np.inf
+        vmax = -np.inf
+        for c in range(8):
+            if cam[c, 2] >= z_clip:
+                u = fx * cam[c, 0] / cam[c, 2] + cx
+                v = fy * cam[c, 1] / cam[c, 2] + cy
+                umin = min(umin, u)
+                umax = max(umax, u)
+                vmin = min(vmin, v)
+                vmax = max(vmax, v)
+        if zmin < z_clip:
+            for c0 in range(8):
+                for axis in range(3):
+                    c1 = c0 | (1 << axis)
+                    if c1 == c0 or (cam[c0, 2] < z_clip) == (cam[c1, 2] < z_clip):
+                        continue
+                    a = (z_clip - cam[c0, 2]) / (cam[c1, 2] - cam[c0, 2])
+                    u = fx * (cam[c0, 0] + a * (cam[c1, 0] - cam[c0, 0])) / z_clip + cx
+                    v = fy * (cam[c0, 1] + a * (cam[c1, 1] - cam[c0, 1])) / z_clip + cy
+                    umin = min(umin, u)
+                    umax = max(umax, u)
+                    vmin = min(vmin, v)
+                    vmax = max(vmax, v)
+            zmin = z_clip
+        if umax < -0.5 or vmax < -0.5 or umin > width - 0.5 or vmin > height - 0.5:
+            continue
+        tx0 = max(0, int(math.floor((umin + 0.5) / tile)))
+        tx1 = min(n_tx - 1, int(math.floor((umax + 0.5) / tile)))
+        ty0 = max(0, int(math.floor((vmin + 0.5) / tile)))
+        ty1 = min(n_ty - 1, int(math.floor((vmax + 0.5) / tile)))
+        for ty in range(ty0, ty1 + 1):
+            for tx in range(tx0, tx1 + 1):
+                if zmin < near[ty, tx]:
+                    near[ty, tx] = zmin
+                if zmax > far[ty, tx]:
+                    far[ty, tx] = zmax
+        # splat the block's surface voxels
+        c0x = R_CW[0, 0] * ox + R_CW[0, 1] * oy + R_CW[0, 2] * oz + t_CW[0]
+        c0y = R_CW[1, 0] * ox + R_CW[1, 1] * oy + R_CW[1, 2] * oz + t_CW[1]
+        c0z = R_CW[2, 0] * ox + R_CW[2, 1] * oy + R_CW[2, 2] * oz + t_CW[2]
+        for lin in range(nv):
+            if weight[b, lin] < min_weight or abs(tsdf[b, lin]) >= surf_band:
+                continue
+            ix = lin % bs
+            iy = (lin // bs) % bs
+            iz = lin // (bs * bs)
+            x = c0x + ix * sx0 + iy * sy0 + iz * sz0
+            y = c0y + ix * sx1 + iy * sy1 + iz * sz1
+            z = c0z + ix * sx2 + iy * sy2 + iz * sz2
+            if z < z_clip:
+                surface_at_camera = True
+                continue
+            u = fx * x / z + cx
+            v = fy * y / z + cy
+            r = foot / z + 1.0
+            if u + r < -0.5 or v + r < -0.5 or u - r > width - 0.5 or v - r > height - 0.5:
+                continue
+            sx_0 = max(0, int(math.floor((u - r + 0.5) / tile)))
+            sx_1 = min(n_tx - 1, int(math.floor((u + r + 0.5) / tile)))
+            sy_0 = max(0, int(math.floor((v - r + 0.5) / tile)))
+            sy_1 = min(n_ty - 1, int(math.floor((v + r + 0.5) / tile)))
+            for ty in range(sy_0, sy_1 + 1):
+                for tx in range(sx_0, sx_1 + 1):
+                    if z < near_surf[ty, tx]:
+                        near_surf[ty, tx] = z
+    margin = 3.0 * voxel_size_m
+    if surface_at_camera:  # a surface voxel touches the camera: no tile can skip its near range
+        return near, far
+    for ty in range(n_ty):
+        for tx in range(n_tx):
+            if near_surf[ty, tx] < np.inf:
+                near[ty, tx] = max(near[ty, tx], near_surf[ty, tx] - margin)
+    return near, far
+
+
+@nb.njit(cache=True, fastmath=FASTMATH, inline="always")
+def _trilinear(
+    gx: float, gy: float, gz: float,
+    tsdf: np.ndarray, weight: np.ndarray, color: np.ndarray,
+    hash_keys: np.ndarray, hash_ids: np.ndarray, shift: int, min_weight: float,
+    out: np.ndarray,
+) -> bool:
+    """Trilinear TSDF at voxel coordinates (gx, gy, gz); writes (f, df/dgx, df/dgy, df/dgz, r, g, b) to ``out``.
+
+    Returns False when any of the 8 cell corners is unallocated or has weight < ``min_weight``.
+    """
+    bs = 1 << shift
+    m = bs - 1
+    x0 = int(math.floor(gx))
+    y0 = int(math.floor(gy))
+    z0 = int(math.floor(gz))
+    ax = gx - x0
+    ay = gy - y0
+    az = gz - z0
+    # the cell lies in one block unless its lower corner is on the block's last voxel along some axis
+    single = (x0 & m) < m and (y0 & m) < m and (z0 & m) < m
+    b0 = np.int32(-1)
+    if single:
+        b0 = lookup(hash_keys, hash_ids, pack_key(x0 >> shift, y0 >> shift, z0 >> shift))
+        if b0 < 0:
+            return False
+    f = 0.0
+    dx = 0.0
+    dy = 0.0
+    dz = 0.0
+    r = 0.0
+    g = 0.0
+    bl = 0.0
+    for c in range(8):
+        ox = c & 1
+        oy = (c >> 1) & 1
+        oz = (c >> 2) & 1
+        vx = x0 + ox
+        vy = y0 + oy
+        vz = z0 + oz
+        b = b0
+        if not single:
+            b = lookup(hash_keys, hash_ids, pack_key(vx >> shift, vy >> shift, vz >> shift))
+            if b < 0:
+                return False
+        lin = (vx & m) + bs * ((vy & m) + bs * (vz & m))
+        if weight[b, lin] < min_weight:
+            return False
+        val = tsdf[b, lin]
+        wx = ax if ox else 1.0 - ax
+        wy = ay if oy else 1.0 - ay
+        wz = az if oz else 1.0 - az
+        wgt = wx * wy * wz
+        f += wgt * val
+        dx += (wy * wz * val) if ox else -(wy * wz * val)
+        dy += (wx * wz * val) if oy else -(wx * wz * val)
+        dz += (wx * wy * val) if oz else -(wx * wy * val)
+        r += wgt * color[b, lin, 0]
+        g += wgt * color[b, lin, 1]
+        bl += wgt * color[b, lin, 2]
+    out[0] = f
+    out[1] = dx
+    out[2] = dy
+    out[3] = dz
+    out[4] = r
+    out[5] = g
+    out[6] = bl
+    return True
+
+
+@nb.njit(cache=True, fastmath=FASTMATH)
+def _refine_bracket(
+    t_a: float, t_b: float, dt_voxel: float, ox: float, oy: float, oz: float, dx: float, dy: float, dz: float,
+    tsdf: np.ndarray, weight: np.ndarray, color: np.ndarray, hash_keys: np.ndarray, hash_ids: np.ndarray,
+    shift: int, min_weight: float, voxel_size_m: float, out: np.ndarray,
+) -> bool:
+    """Zero of the trilinear TSDF between ray parameters t_a (front) and t_b (behind): bracket it with
+    half-voxel moves, then regula falsi. On success ``out`` holds the trilinear sample at the zero and
+    ``out[7]`` its ray parameter."""
+    ok_a = False
+    f_a = 0.0
+    for _ in range(3):
+        if _trilinear(ox + dx * t_a, oy + dy * t_a, oz + dz * t_a, tsdf, weight, color, hash_keys, hash_ids, shift,
+                      min_weight, out) and out[0] >= 0.0:
+            ok_a = True
+            f_a = out[0]
+            break
+        t_a -= 0.5 * dt_voxel
+    if not ok_a:
+        return False
+    ok_b = False
+    f_b = 0.0
+    for _ in range(3):
+        if _trilinear(ox + dx * t_b, oy + dy * t_b, oz + dz * t_b, tsdf, weight, color, hash_keys, hash_ids, shift,
+                      min_weight, out) and out[0] < 0.0:
+            ok_b = True
+            f_b = out[0]
+            break
+        t_b += 0.5 * dt_voxel
+    if not ok_b:
+        return False
+    for _ in range(3):
+        t_hit = t_a + (t_b - t_a) * f_a / (f_a - f_b)
+        if not _trilinear(ox + dx * t_hit, oy + dy * t_hit, oz + dz * t_hit, tsdf, weight, color, hash_keys,
+                          hash_ids, shift, min_weight, out):
+            return False
+        out[7] = t_hit
+        if abs(out[0]) < 0.02 * voxel_size_m:
+            break
+        if out[0] >= 0.0:
+            t_a = t_hit
+            f_a = out[0]
+        else:
+            t_b = t_hit
+            f_b = out[0]
+    return True
+
+
+@nb.njit(parallel=True, cache=True, fastmath=FASTMATH)
+def march(
+    near: np.ndarray,
+    far: np.ndarray,
+    tile: int,
+    tsdf: np.ndarray,
+    weight: np.ndarray,
+    color: np.ndarray,
+    hash_keys: np.ndarray,
+    hash_ids: np.ndarray,
+    block_shift: int,
+    voxel_size_m: float,
+    R_WC: np.ndarray,
+    t_WC: np.ndarray,
+    fx: float,
+    fy: float,
+    cx: float,
+    cy: float,
+    min_depth_m: float,
+    max_depth_m: float,
+    min_weight: float,
+    depth_out: np.ndarray,
+    normal_out: np.ndarray,
+    color_out: np.ndarray,
+) -> None:
+    """Raycast every pixel: depth_out (H, W) float32 (0 = no surface), normal_out (H, W, 3) float32 (unit,
+    camera frame, towards free space; 0 where no surface), color_out (H, W, 3) uint8."""
+    h, w = depth_out.shape
+    shift = block_shift
+    bs = 1 << shift
+    m = bs - 1
+    s = voxel_size_m
+    inv_s = 1.0 / s
+    ox = t_WC[0] * inv_s
+    oy = t_WC[1] * inv_s
+    oz = t_WC[2] * inv_s
+    for v in nb.prange(h):
+        out = np.zeros(8, np.float64)
+        ty = v // tile
+        yr = (v - cy) / fy
+        for u in range(w):
+            depth_out[v, u] = 0.0
+            for k in range(3):
+                normal_out[v, u, k] = 0.0
+                color_out[v, u, k] = 0
+            t0 = max(near[ty, u // tile], min_depth_m)
+            t1 = min(far[ty, u // tile], max_depth_m)
+            if not t0 < t1:
+                continue
+            xr = (u - cx) / fx
+            # ray direction in voxel units per unit of t (camera depth)
+            dx = (R_WC[0, 0] * xr + R_WC[0, 1] * yr + R_WC[0, 2]) * inv_s
+            dy = (R_WC[1, 0] * xr + R_WC[1, 1] * yr + R_WC[1, 2]) * inv_s
+            dz = (R_WC[2, 0] * xr + R_WC[2, 1] * yr + R_WC[2, 2]) * inv_s
+            dt_voxel = 1.0 / math.sqrt(dx * dx + dy * dy + dz * dz)  # t advance of one voxel along the ray
+            t = t0
+            have_prev = False
+            prev_f = 0.0
+            prev_t = 0.0
+            cached_key = np.int64(-1)
+            cached_id = np.int32(-1)
+            hit = False
+            while t <= t1:
+                ix = int(math.floor(ox + dx * t + 0.5))
+                iy = int(math.floor(oy + dy * t + 0.5))
+                iz = int(math.floor(oz + dz * t + 0.5))
+                bx = ix >> shift
+                by = iy >> shift
+                bz = iz >> shift
+                key = pack_key(bx, by, bz)
+                if key != cached_key:
+                    cached_key = key
+                    cached_id = lookup(hash_keys, hash_ids, key)
+                if cached_id < 0:
+                    # jump to where the nearest voxel leaves this block
+                    t_exit = np.inf
+                    if dx > 0:
+                        t_exit = min(t_exit, ((bx + 1) * bs - 0.5 - ox) / dx)
+                    elif dx < 0:
+                        t_exit = min(t_exit, (bx * bs - 0.5 - ox) / dx)
+                    if dy > 0:
+                        t_exit = min(t_exit, ((by + 1) * bs - 0.5 - oy) / dy)
+                    elif dy < 0:
+                        t_exit = min(t_exit, (by * bs - 0.5 - oy) / dy)
+                    if dz > 0:
+                        t_exit = min(t_exit, ((bz + 1) * bs - 0.5 - oz) / dz)
+                    elif dz < 0:
+                        t_exit = min(t_exit, (bz * bs - 0.5 - oz) / dz)
+                    t = max(t_exit, t) + 1e-3 * dt_voxel
+                    have_prev = False
+                    continue
+                lin = (ix & m) + bs * ((iy & m) + bs * (iz & m))
+                if weight[cached_id, lin] < min_weight:
+                    have_prev = False
+                    t += dt_voxel
+                    continue
+                f = tsdf[cached_id, lin] * inv_s  # voxels
+                if have_prev and prev_f >= 0.0 and f < 0.0:
+                    hit = True
+                    break
+                have_prev = True
+                prev_f = f
+                prev_t = t
+                t += max(f, 1.0) * dt_voxel
+            if not hit:
+                continue
+            # first guess from the two nearest-voxel samples, then one Newton step on the trilinear TSDF
+            t_hit = prev_t + (t - prev_t) * prev_f / (prev_f - f)
+            found = _trilinear(ox + dx * t_hit, oy + dy * t_hit, oz + dz * t_hit, tsdf, weight, color, hash_keys,
+                               hash_ids, shift, min_weight, out)
+            if found:
+                slope = (out[1] * dx + out[2] * dy + out[3] * dz) * inv_s  # dF/dt, F in voxels
+                step = -(out[0] * inv_s) / slope if slope < 0.0 else np.inf
+                if abs(step) <= dt_voxel:
+                    t_hit += step
+                else:
+                    found = False
+            if not found:
+                # grazing ray or unobserved corner: bracket [t_a, t_b] with trilinear values, regula falsi
+                found = _refine_bracket(prev_t, t, dt_voxel, ox, oy, oz, dx, dy, dz, tsdf, weight, color, hash_keys,
+                                        hash_ids, shift, min_weight, s, out)
+                t_hit = out[7]
+            if not found or t_hit < min_depth_m or t_hit > max_depth_m:
+                continue
+            depth_out[v, u] = t_hit
+            gxw = out[1]
+            gyw = out[2]
+            gzw = out[3]
+            norm = math.sqrt(gxw * gxw + gyw * gyw + gzw * gzw)
+            if norm > 0.0:
+                # world gradient -> camera frame (R_CW = R_WC^T)
+                for k in range(3):
+                    normal_out[v, u, k] = (R_WC[0, k] * gxw + R_WC[1, k] * gyw + R_WC[2, k] * gzw) / norm
+            for k in range(3):
+                color_out[v, u, k] = np.uint8(min(255.0, out[4 + k] + 0.5))

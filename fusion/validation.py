@@ -1,0 +1,100 @@
+"""Checks at the Python boundary of the fusion kernels: bad input raises a clear error here, never in numba."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from stream.messages import Intrinsics
+
+RIGID_TOLERANCE = 2e-3
+"""Largest accepted |R^T R - I| entry and |det R - 1| of a pose's rotation (real ground truth is ~4e-4)."""
+
+
+def check_pose(T: object, name: str = "T_W_C", max_abs_translation_m: float = math.inf) -> np.ndarray:
+    """Return ``T`` as a C-contiguous (4, 4) float64 rigid transform, or raise ValueError/TypeError.
+
+    Rigid means: finite, last row ``[0, 0, 0, 1]``, rotation orthonormal with determinant +1 (within
+    :data:`RIGID_TOLERANCE`), translation within ``max_abs_translation_m`` of the origin on every axis.
+    """
+    if not isinstance(T, np.ndarray):
+        raise TypeError(f"{name} must be a numpy array, got {type(T).__name__}")
+    if T.shape != (4, 4):
+        raise ValueError(f"{name} must have shape (4, 4), got {T.shape}")
+    if T.dtype.kind != "f":
+        raise TypeError(f"{name} must be a float array (float64 by convention), got {T.dtype}")
+    T = np.ascontiguousarray(T, dtype=np.float64)
+    if not np.all(np.isfinite(T)):
+        raise ValueError(f"{name} has non-finite entries")
+    if not np.allclose(T[3], (0.0, 0.0, 0.0, 1.0), rtol=0.0, atol=1e-9):
+        raise ValueError(f"{name} last row must be [0, 0, 0, 1], got {T[3].tolist()}")
+    R = T[:3, :3]
+    ortho_err = float(np.abs(R.T @ R - np.eye(3)).max())
+    det = float(np.linalg.det(R))
+    if ortho_err > RIGID_TOLERANCE or abs(det - 1.0) > RIGID_TOLERANCE:
+        raise ValueError(
+            f"{name} is not a rigid transform: |R^T R - I| = {ortho_err:.2e}, det R = {det:.4f} "
+            f"(tolerance {RIGID_TOLERANCE})"
+        )
+    if float(np.abs(T[:3, 3]).max()) > max_abs_translation_m:
+        raise ValueError(
+            f"{name} translation {T[:3, 3].tolist()} is beyond the map's range of +-{max_abs_translation_m:.0f} m"
+        )
+    return T
+
+
+def check_intrinsics(intrinsics: object) -> Intrinsics:
+    """Return ``intrinsics`` if it is an undistorted :class:`stream.messages.Intrinsics`, else raise."""
+    if not isinstance(intrinsics, Intrinsics):
+        raise TypeError(f"intrinsics must be stream.messages.Intrinsics, got {type(intrinsics).__name__}")
+    if any(d != 0.0 for d in intrinsics.distortion):
+        raise ValueError(
+            f"intrinsics carry distortion {intrinsics.distortion}; undistort the images first "
+            "(the fusion kernels use the pinhole model only)"
+        )
+    for name in ("cx", "cy"):
+        if not math.isfinite(getattr(intrinsics, name)):
+            raise ValueError(f"intrinsics.{name} must be finite")
+    return intrinsics
+
+
+def check_depth(depth_m: object, intrinsics: Intrinsics) -> np.ndarray:
+    """Return ``depth_m`` as C-contiguous (H, W) float32 matching the intrinsics' image size, or raise.
+
+    Values are not checked: 0, negative, NaN and inf pixels are invalid and ignored by the kernels.
+    """
+    if not isinstance(depth_m, np.ndarray):
+        raise TypeError(f"depth_m must be a numpy array, got {type(depth_m).__name__}")
+    if depth_m.dtype != np.float32:
+        raise TypeError(
+            f"depth_m must be float32 metres, got {depth_m.dtype} (convert e.g. uint16 millimetres with "
+            "depth.astype(np.float32) / 1000)"
+        )
+    if depth_m.ndim != 2:
+        raise ValueError(f"depth_m must be 2-D (H, W), got shape {depth_m.shape}")
+    want = (intrinsics.height_px, intrinsics.width_px)
+    if depth_m.shape != want:
+        raise ValueError(f"depth_m shape {depth_m.shape} does not match the intrinsics' image size (H, W) = {want}")
+    return np.ascontiguousarray(depth_m)
+
+
+def check_color(color: object, shape_hw: tuple[int, int]) -> np.ndarray | None:
+    """Return ``color`` as C-contiguous (H, W, 3) uint8 RGB of the depth image's size, ``None`` for none."""
+    if color is None:
+        return None
+    if not isinstance(color, np.ndarray):
+        raise TypeError(f"color must be a numpy array or None, got {type(color).__name__}")
+    if color.dtype != np.uint8:
+        raise TypeError(f"color must be uint8 RGB, got {color.dtype}")
+    if color.shape != (*shape_hw, 3):
+        raise ValueError(f"color must have shape {(*shape_hw, 3)} (depth size, RGB), got {color.shape}")
+    return np.ascontiguousarray(color)
+
+
+def check_positive(value: object, name: str, *, allow_zero: bool = False) -> None:
+    """Raise ValueError unless ``value`` is a finite real number > 0 (>= 0 with ``allow_zero``)."""
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if not ok or value < 0 or (value == 0 and not allow_zero):
+        bound = ">= 0" if allow_zero else "> 0"
+        raise ValueError(f"{name} must be a finite number {bound}, got {value!r}")
