@@ -40,6 +40,10 @@ class CaptureConfig:
     """Send colour as JPEG with this quality (1..100); ``None`` sends raw RGB bytes."""
     hfov_deg: float | None = None
     """Attach intrinsics from this horizontal field of view to frames that carry none."""
+    wait_subscribers: int = 0
+    """Lossless mode: wait for this many subscriptions before the first frame (nothing lost to late joiners)."""
+    wait_timeout_s: float = 30.0
+    """Longest wait for those subscribers; then the capture fails with a clear error."""
 
     def __post_init__(self) -> None:
         if self.fps is not None and not self.fps > 0:
@@ -64,6 +68,8 @@ class CaptureStats:
     """Clock time of the first publish."""
     last_publish_ns: int | None = None
     """Clock time of the last publish."""
+    last_frame_id: int | None = None
+    """``frame_id`` of the last published frame."""
 
 
 class CaptureThread:
@@ -106,6 +112,11 @@ class CaptureThread:
     def running(self) -> bool:
         return self._thread.is_alive()
 
+    @property
+    def last_frame_id(self) -> int | None:
+        """``frame_id`` of the last published frame (``None`` before the first)."""
+        return self.stats.last_frame_id
+
     def run_here(self) -> CaptureStats:
         """Run the capture loop in the calling thread (command-line use and deterministic tests)."""
         self._run()
@@ -129,6 +140,11 @@ class CaptureThread:
 
     def _run(self) -> None:
         try:
+            if self.config.wait_subscribers:
+                if self.config.mode is not DeliveryMode.LOSSLESS:
+                    raise SourceError("waiting for subscribers needs lossless mode")
+                if not self.publisher.wait_for_subscribers(self.config.wait_subscribers, self.config.wait_timeout_s):
+                    raise SourceError(f"no subscriber joined within {self.config.wait_timeout_s} s")
             self.source.open()
             self.report("running", f"capturing from {self.source.name}")
             self._loop(self._paced_fps())
@@ -184,4 +200,5 @@ class CaptureThread:
         if self.stats.first_publish_ns is None:
             self.stats.first_publish_ns = now
         self.stats.last_publish_ns = now
+        self.stats.last_frame_id = frame.frame_id
         self.stats.published += 1

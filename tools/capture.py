@@ -88,19 +88,13 @@ def main(argv: list[str] | None = None) -> int:
         config = CaptureConfig(
             topic=args.topic, mode=mode, fps=plan.pacing_fps, max_frames=plan.max_frames,
             jpeg_quality=args.jpeg_quality, hfov_deg=args.hfov_deg,
+            wait_subscribers=args.wait_subscribers, wait_timeout_s=args.wait_timeout_s,
         )
         publisher = Publisher(args.pub, TransportConfig(mode=mode, allow_remote=args.allow_remote))
     except (SourceError, CalibrationFileError, EndpointError, ValueError) as exc:
         print(f"depthslam capture: error: {exc}", file=sys.stderr)
         return 1
     with publisher:
-        if args.wait_subscribers:
-            if mode is not DeliveryMode.LOSSLESS:
-                print("depthslam capture: error: --wait-subscribers needs --mode lossless", file=sys.stderr)
-                return 1
-            if not publisher.wait_for_subscribers(args.wait_subscribers, args.wait_timeout_s):
-                print(f"depthslam capture: error: no subscriber joined within {args.wait_timeout_s} s", file=sys.stderr)
-                return 1
         capture = CaptureThread(source, publisher, config)
         previous = signal.signal(signal.SIGTERM, lambda *_: capture.stop())
         try:

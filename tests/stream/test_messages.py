@@ -38,7 +38,8 @@ def _pose() -> np.ndarray:
 def _color(h: int = 48, w: int = 64) -> ColorFrame:
     return ColorFrame(
         frame_id=12, stamp_ns=1_305_031_229_528_748_000, image=RNG.integers(0, 256, (h, w, 3), dtype=np.uint8),
-        intrinsics=K.scaled(w, h), depth_m=RNG.uniform(0.0, 5.0, (h, w)).astype(np.float32), T_W_C=_pose(), source="test",
+        intrinsics=K.scaled(w, h), depth_m=RNG.uniform(0.0, 5.0, (h, w)).astype(np.float32), T_W_C=_pose(),
+        source="test",
     )
 
 
@@ -217,7 +218,7 @@ def test_limits_are_enforced_before_allocation() -> None:
     payload = frame.encode()
     with pytest.raises(WireError, match="exceeds the limit"):
         decode(payload, DecodeLimits(max_message_bytes=len(payload) - 1))
-    with pytest.raises(WireError, match="exceeds the limit|msgpack"):
+    with pytest.raises(WireError, match=r"exceeds the limit|msgpack"):
         decode(payload, DecodeLimits(max_array_bytes=1000))
     mesh = MapUpdate(0, 0, 0, tuple(
         MeshBlock((i, 0, 0), np.zeros((1, 3), np.float32), np.zeros((0, 3), np.int32), np.zeros((1, 3), np.uint8))

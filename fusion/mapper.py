@@ -1,0 +1,150 @@
+"""The mapping stage's algorithm: depth frame -> pose -> TSDF integration -> meshes of the changed blocks.
+
+No sockets here (``stream/node.py`` wires it). The tracker is injected; :class:`GroundTruthPoses` is the
+tracker for sources that carry exact poses (synthetic scene, TUM with ground truth), used for mapping-only
+runs and as the reference in tests.
+"""
+
+from __future__ import annotations
+
+import enum
+import time
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+
+from fusion.integrator import Integrator, IntegratorConfig
+from fusion.meshing import MeshingConfig, TriangleMesh, blocks_affected_by, extract_mesh, mesh_blocks
+from fusion.volume import TsdfVolume, VolumeConfig
+from stream.messages import DepthFrame, DepthKind, MeshBlock, PoseUpdate, TrackingState
+
+
+class MapperInputError(ValueError):
+    """A depth frame the mapper cannot use (e.g. no intrinsics, relative depth with ground-truth poses)."""
+
+
+@dataclass(frozen=True)
+class TrackedFrame:
+    """A tracker's answer for one frame."""
+
+    pose: PoseUpdate
+    """The frame's pose and tracking state."""
+    depth_m: np.ndarray | None
+    """(H, W) float32 metric depth aligned to the map, to integrate; ``None`` when the pose is not trusted."""
+
+
+class PoseTracker(Protocol):
+    """What the mapper needs from a tracker."""
+
+    def track(self, frame: DepthFrame) -> TrackedFrame:
+        """Pose the frame (causal: uses only this and earlier frames)."""
+        ...
+
+
+class GroundTruthPoses:
+    """A 'tracker' that returns the pose the source carries (``DepthFrame.T_W_C_gt``) and metric depth as is."""
+
+    def track(self, frame: DepthFrame) -> TrackedFrame:
+        if frame.T_W_C_gt is None:
+            raise MapperInputError(f"frame {frame.frame_id}: --poses gt needs a source with ground-truth poses")
+        if frame.kind is not DepthKind.METRIC:
+            raise MapperInputError(
+                f"frame {frame.frame_id}: ground-truth poses need metric depth, got {frame.kind.value} "
+                "(use the tracker, which aligns relative depth)"
+            )
+        pose = PoseUpdate(frame.frame_id, frame.stamp_ns, frame.T_W_C_gt.copy(), TrackingState.TRACKING)
+        return TrackedFrame(pose, frame.depth)
+
+
+class PoseSource(enum.StrEnum):
+    """Where the mapper's poses come from."""
+
+    TRACKER = "tracker"
+    """The keyframe tracker (monocular or sensor depth)."""
+    GT = "gt"
+    """The source's ground-truth poses (mapping only)."""
+
+
+@dataclass(frozen=True)
+class MapperConfig:
+    """Settings of the mapping stage."""
+
+    volume: VolumeConfig = field(default_factory=VolumeConfig)
+    """Voxel size and memory budget of the TSDF map."""
+    integrator: IntegratorConfig = field(default_factory=IntegratorConfig)
+    """Truncation, depth range and weight cap of integration."""
+    meshing: MeshingConfig = field(default_factory=MeshingConfig)
+    """Marching-cubes settings."""
+    mesh_every_n: int = 1
+    """Re-mesh the changed blocks every n-th integrated frame (1 = every frame)."""
+
+    def __post_init__(self) -> None:
+        if self.mesh_every_n < 1:
+            raise ValueError(f"mesh_every_n must be >= 1, got {self.mesh_every_n}")
+
+
+@dataclass(frozen=True)
+class MapStep:
+    """What processing one frame did to the map."""
+
+    pose: PoseUpdate
+    """The frame's pose and tracking state."""
+    integrated: bool
+    """True when the frame was fused (its pose was trusted and its depth usable)."""
+    blocks: tuple[MeshBlock, ...]
+    """Meshes of every block whose surface may have changed (empty unless re-meshed this frame)."""
+    new_block_count: int
+    """Blocks allocated by this frame."""
+    refused_block_count: int
+    """Blocks this frame needed but the memory budget refused (the existing map is intact)."""
+    timings_ms: dict[str, float]
+    """Milliseconds per step: track, integrate, mesh."""
+
+
+class Mapper:
+    """Owns the TSDF map; ``process(depth_frame)`` tracks, integrates and re-meshes the touched blocks."""
+
+    def __init__(self, config: MapperConfig, tracker: PoseTracker) -> None:
+        self.config = config
+        self.tracker = tracker
+        self.volume = TsdfVolume(config.volume)
+        self.integrator = Integrator(config.integrator)
+        self._pending_keys: list[np.ndarray] = []
+        self._integrated = 0
+
+    def process(self, frame: DepthFrame) -> MapStep:
+        if frame.intrinsics is None:
+            raise MapperInputError(f"frame {frame.frame_id}: no intrinsics (give --intrinsics or --hfov-deg)")
+        t0 = time.perf_counter()
+        tracked = self.tracker.track(frame)
+        t1 = time.perf_counter()
+        timings = {"track": (t1 - t0) * 1e3, "integrate": 0.0, "mesh": 0.0}
+        trusted = tracked.pose.state in (TrackingState.TRACKING, TrackingState.RELOCALISED)
+        if tracked.depth_m is None or not trusted:
+            return MapStep(tracked.pose, False, (), 0, 0, timings)
+        result = self.integrator.integrate(
+            tracked.depth_m, frame.image, tracked.pose.T_W_C, frame.intrinsics, self.volume
+        )
+        t2 = time.perf_counter()
+        timings["integrate"] = (t2 - t1) * 1e3
+        self._integrated += 1
+        self._pending_keys.append(result.touched_keys)
+        blocks: tuple[MeshBlock, ...] = ()
+        if self._integrated % self.config.mesh_every_n == 0:
+            blocks = self.flush_meshes()
+            timings["mesh"] = (time.perf_counter() - t2) * 1e3
+        return MapStep(tracked.pose, True, blocks, result.new_block_count, result.refused_block_count, timings)
+
+    def flush_meshes(self) -> tuple[MeshBlock, ...]:
+        """Meshes of all blocks touched since the last flush (and their neighbours, so seams close)."""
+        if not self._pending_keys:
+            return ()
+        touched = np.unique(np.concatenate(self._pending_keys), axis=0)
+        self._pending_keys.clear()
+        keys = blocks_affected_by(self.volume, touched)
+        return mesh_blocks(self.volume, keys, self.config.meshing).to_messages()
+
+    def mesh(self) -> TriangleMesh:
+        """The whole map as one mesh (for export)."""
+        return extract_mesh(self.volume, self.config.meshing)

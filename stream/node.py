@@ -1,0 +1,237 @@
+"""The node: capture -> depth -> tracking + TSDF map -> Rerun view and map topic, wired over ZeroMQ.
+
+:class:`Node` reads like the block diagram: each stage is an object with ``start()``/``stop()`` that talks
+to the next one only through messages on an endpoint (``inproc://`` when all stages share this process).
+The same stages run as their own processes (``depthslam capture``, ``depthslam depth``) by pointing the
+endpoints at ``tcp://`` or ``ipc://``.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from fusion.mapper import Mapper, MapperInputError, MapStep
+from stream.messages import DepthFrame, TrackingState
+from stream.transport import DeliveryMode, Subscriber, TransportConfig
+
+log = logging.getLogger(__name__)
+
+
+class MapSink(Protocol):
+    """Something that follows the map as it is built (Rerun view, map topic publisher)."""
+
+    def on_step(self, frame: DepthFrame, step: MapStep) -> None:
+        """Called in the mapping thread after every processed frame."""
+        ...
+
+    def close(self) -> None:
+        ...
+
+
+@dataclass
+class StageTimes:
+    """Recent per-frame durations of one stage, milliseconds (bounded)."""
+
+    samples_ms: deque[float] = field(default_factory=lambda: deque(maxlen=10_000))
+
+    def add(self, ms: float) -> None:
+        self.samples_ms.append(ms)
+
+    def summary(self) -> dict[str, float]:
+        if not self.samples_ms:
+            return {"median_ms": 0.0, "p95_ms": 0.0, "count": 0}
+        values = np.fromiter(self.samples_ms, float)
+        return {"median_ms": float(np.median(values)), "p95_ms": float(np.percentile(values, 95)),
+                "count": int(values.size)}
+
+
+@dataclass
+class MappingStats:
+    """Counters of the mapping stage."""
+
+    frames: int = 0
+    """Depth frames processed."""
+    tracked: int = 0
+    """Frames with a trusted pose."""
+    integrated: int = 0
+    """Frames fused into the map."""
+    lost: int = 0
+    """Frames whose pose failed (never integrated)."""
+    keyframes: int = 0
+    rejected: int = 0
+    """Frames the mapper could not use (bad input), with ``last_error``."""
+    refused_blocks: int = 0
+    """Blocks refused by the memory budget."""
+    last_frame_id: int = -1
+    last_error: str = ""
+    times: dict[str, StageTimes] = field(
+        default_factory=lambda: {k: StageTimes() for k in ("track", "integrate", "mesh")}
+    )
+
+
+class MappingStage:
+    """Subscribes to depth frames, runs the :class:`Mapper`, feeds the sinks; owns the map and trajectory."""
+
+    def __init__(
+        self, mapper: Mapper, depth_endpoint: str, transport: TransportConfig, sinks: Sequence[MapSink] = (),
+        *, topic: str = "depth", max_rejected: int = 10,
+    ) -> None:
+        self.mapper = mapper
+        self.sinks = list(sinks)
+        self.stats = MappingStats()
+        self.trajectory: list[tuple[int, np.ndarray]] = []
+        """(stamp_ns, T_W_C) of every frame with a trusted pose, in order."""
+        self.failure: MapperInputError | None = None
+        self._max_rejected = max_rejected
+        self._subscriber = Subscriber(depth_endpoint, [topic], transport)
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._run, name="mapping", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._subscriber.close()
+
+    @property
+    def lock(self) -> threading.Lock:
+        """Held while a frame is being applied: take it to read the map consistently from another thread."""
+        return self._lock
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            received = self._subscriber.recv(0.05)
+            if received is None:
+                continue
+            if not isinstance(received.message, DepthFrame):
+                self.stats.rejected += 1
+                self.stats.last_error = f"expected a DepthFrame, got {type(received.message).__name__}"
+                continue
+            with self._lock:
+                self._apply(received.message)
+
+    def _apply(self, frame: DepthFrame) -> None:
+        s = self.stats
+        try:
+            step = self.mapper.process(frame)
+        except MapperInputError as exc:
+            s.rejected += 1
+            s.last_error = str(exc)
+            log.warning("mapping: %s", exc)
+            if s.rejected >= self._max_rejected and s.integrated == 0:
+                self.failure = exc
+            return
+        s.frames += 1
+        s.last_frame_id = frame.frame_id
+        for name, ms in step.timings_ms.items():
+            s.times[name].add(ms)
+        s.refused_blocks += step.refused_block_count
+        if step.pose.state in (TrackingState.TRACKING, TrackingState.RELOCALISED):
+            s.tracked += 1
+            self.trajectory.append((frame.stamp_ns, step.pose.T_W_C))
+        elif step.pose.state is TrackingState.LOST:
+            s.lost += 1
+        s.integrated += int(step.integrated)
+        s.keyframes += int(step.pose.is_keyframe)
+        for sink in self.sinks:
+            sink.on_step(frame, step)
+
+
+@dataclass(frozen=True)
+class Endpoints:
+    """Where the stages meet; ``inproc://`` names are made unique per node."""
+
+    frames: str
+    depth: str
+
+    @staticmethod
+    def in_process() -> Endpoints:
+        tag = uuid.uuid4().hex[:8]
+        return Endpoints(f"inproc://frames-{tag}", f"inproc://depth-{tag}")
+
+
+class Node:
+    """capture -> depth worker -> mapping (tracker + TSDF) -> sinks, as threads in this process.
+
+    The stages are built by the caller (see ``tools/run.py``) and handed in; the node only wires and
+    runs them. ``run()`` returns when the source ends, ``stop()`` is called (Ctrl-C) or the mapping stage
+    fails; the map built so far is never discarded.
+    """
+
+    def __init__(
+        self, *, capture: Callable[[str], object], depth: Callable[[str, str], object], mapper: Mapper,
+        sinks: Sequence[MapSink], mode: DeliveryMode, endpoints: Endpoints | None = None,
+    ) -> None:
+        self.endpoints = endpoints or Endpoints.in_process()
+        transport = TransportConfig(mode=mode)
+        self.mode = mode
+        # downstream first, so every subscriber is connected before its publisher sends
+        self.mapping = MappingStage(mapper, self.endpoints.depth, transport, sinks)
+        self.depth = depth(self.endpoints.frames, self.endpoints.depth)
+        self.capture = capture(self.endpoints.frames)
+        self._stop = threading.Event()
+
+    def stop(self) -> None:
+        """Ask the node to finish: capture stops, frames already in flight are still mapped."""
+        self._stop.set()
+
+    def run(self, *, drain_timeout_s: float = 30.0, progress: Callable[[Node], None] | None = None) -> None:
+        self.mapping.start()
+        self.depth.start()
+        self.capture.start()
+        try:
+            while self.capture.running and not self._stop.is_set() and self.mapping.failure is None:
+                time.sleep(0.1)
+                if progress is not None:
+                    progress(self)
+            self.capture.stop()
+            self.capture.join(10.0)
+            self._drain(drain_timeout_s, progress)
+        finally:
+            self.capture.stop()
+            self.depth.stop()
+            self.mapping.stop()
+
+    def _drain(self, timeout_s: float, progress: Callable[[Node], None] | None) -> None:
+        """Wait until the mapping stage has seen the last captured frame, or makes no progress for a while."""
+        last_id = self.capture.last_frame_id
+        seen, idle_since = self.mapping.stats.frames + self.mapping.stats.rejected, time.monotonic()
+        while self.mapping.failure is None and last_id is not None and self.mapping.stats.last_frame_id < last_id:
+            time.sleep(0.05)
+            now_seen = self.mapping.stats.frames + self.mapping.stats.rejected
+            if now_seen != seen:
+                seen, idle_since = now_seen, time.monotonic()
+            elif time.monotonic() - idle_since > timeout_s:
+                log.warning("pipeline idle for %.0f s before the last frame arrived; stopping", timeout_s)
+                return
+            if progress is not None:
+                progress(self)
+
+
+def write_outputs(out_dir: Path, mapping: MappingStage) -> dict[str, str]:
+    """Write mesh.ply, trajectory.txt and the map file; returns {name: path}."""
+    from fusion.mapio import save_map, write_mesh_ply
+    from stream.tum_format import write_tum_trajectory
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = {"mesh": out_dir / "mesh.ply", "trajectory": out_dir / "trajectory.txt", "map": out_dir / "map.npz"}
+    with mapping.lock:
+        write_mesh_ply(paths["mesh"], mapping.mapper.mesh())
+        stamps = np.array([s for s, _ in mapping.trajectory], np.float64) / 1e9
+        poses = np.array([T for _, T in mapping.trajectory]).reshape(-1, 4, 4)
+        write_tum_trajectory(paths["trajectory"], stamps, poses)
+        save_map(paths["map"], mapping.mapper.volume)
+    return {k: str(v) for k, v in paths.items()}
