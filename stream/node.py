@@ -16,13 +16,17 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
 from fusion.mapper import Mapper, MapperInputError, MapStep
 from stream.messages import DepthFrame, TrackingState
 from stream.transport import DeliveryMode, Subscriber, TransportConfig
+
+if TYPE_CHECKING:
+    from stream.map_topic import MapPublisher
+    from stream.rerun_view import RerunView
 
 log = logging.getLogger(__name__)
 
@@ -105,6 +109,11 @@ class MappingStage:
         self._stop.set()
         self._thread.join()
         self._subscriber.close()
+
+    @property
+    def dropped(self) -> int:
+        """Depth frames published but never mapped (real-time mode keeps only the newest)."""
+        return self._subscriber.stats.dropped
 
     @property
     def lock(self) -> threading.Lock:
@@ -235,3 +244,40 @@ def write_outputs(out_dir: Path, mapping: MappingStage) -> dict[str, str]:
         write_tum_trajectory(paths["trajectory"], stamps, poses)
         save_map(paths["map"], mapping.mapper.volume)
     return {k: str(v) for k, v in paths.items()}
+
+
+class RerunSink:
+    """Logs every mapped frame to a :class:`stream.rerun_view.RerunView` (intrinsics once, meshes incrementally)."""
+
+    def __init__(self, view: RerunView) -> None:
+        self.view = view
+        self._intrinsics_logged = False
+
+    def on_step(self, frame: DepthFrame, step: MapStep) -> None:
+        if not self._intrinsics_logged and frame.intrinsics is not None:
+            self.view.log_intrinsics(frame.intrinsics)
+            self._intrinsics_logged = True
+        depth = frame.depth if frame.kind.value == "metric" else None
+        self.view.log_frame(frame.frame_id, frame.stamp_ns, step.pose.T_W_C, frame.image, depth, step.pose.state)
+        if step.pose.is_keyframe:
+            self.view.log_keyframe(frame.frame_id, step.pose.T_W_C)
+        if step.blocks:
+            self.view.log_mesh_blocks(step.blocks)
+
+    def close(self) -> None:
+        self.view.close()
+
+
+class MapTopicSink:
+    """Publishes poses and changed mesh blocks on the map topic (late joiners get snapshots)."""
+
+    def __init__(self, publisher: MapPublisher) -> None:
+        self.publisher = publisher
+
+    def on_step(self, frame: DepthFrame, step: MapStep) -> None:
+        self.publisher.publish_pose(step.pose)
+        if step.blocks:
+            self.publisher.publish_blocks(step.blocks, frame.frame_id, frame.stamp_ns)
+
+    def close(self) -> None:
+        self.publisher.close()

@@ -1,0 +1,147 @@
+"""Builds a :class:`stream.node.Node` from ``depthslam run`` arguments, and its final summary."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from stream.node import MapSink, Node
+
+
+class NodeBuildError(RuntimeError):
+    """The arguments do not describe a node that can run (bad source, unknown model, missing weights...)."""
+
+
+@dataclass
+class BuiltNode:
+    """A node ready to run, with what the summary needs."""
+
+    node: Node
+    out_dir: Path
+    sinks: list[MapSink]
+    depth_label: str
+    rrd_path: Path | None
+
+
+def _choose_depth(args: argparse.Namespace, kind: str) -> str:
+    if args.depth != "auto":
+        return args.depth
+    return "gt" if kind in ("synthetic", "tum") else "small"
+
+
+def build_node(args: argparse.Namespace, source_from_args: Callable[[argparse.Namespace], Any]) -> BuiltNode:
+    """Everything ``depthslam run`` needs; raises :class:`NodeBuildError` with a clear message."""
+    from engines.config import Backend, EngineConfig
+    from engines.errors import EngineError
+    from engines.models import PASSTHROUGH
+    from engines.select import create_engine
+    from engines.worker import DepthWorker, DepthWorkerConfig
+    from fusion.integrator import IntegratorConfig
+    from fusion.mapper import GroundTruthPoses, Mapper, MapperConfig
+    from fusion.volume import VolumeConfig
+    from stream.calibration import CalibrationFileError
+    from stream.capture import CaptureConfig, CaptureThread
+    from stream.sources import SourceError, source_kind
+    from stream.transport import DeliveryMode, EndpointError, Publisher, TransportConfig
+
+    mode = DeliveryMode(args.mode)
+    out_dir = Path(args.out)
+    try:
+        kind = source_kind(args.source)
+        plan = source_from_args(args)
+        depth = _choose_depth(args, kind)
+        engine_config = EngineConfig(
+            model=PASSTHROUGH if depth == "gt" else depth, backend=Backend(args.backend),
+            weights=Path(args.weights) if args.weights else None, random_weights=args.random_weights,
+        )
+        engine = create_engine(engine_config)
+        mapper_config = MapperConfig(
+            volume=VolumeConfig(voxel_size_m=args.voxel_size_m, max_blocks=args.max_blocks),
+            integrator=IntegratorConfig(truncation_vox=args.trunc_vox, max_depth_m=args.max_depth_m),
+        )
+        tracker = GroundTruthPoses() if args.poses == "gt" else _make_tracker()
+        mapper = Mapper(mapper_config, tracker)
+        sinks = _make_sinks(args, out_dir)
+    except (SourceError, CalibrationFileError, EngineError, EndpointError, ValueError) as exc:
+        raise NodeBuildError(str(exc)) from exc
+
+    capture_config = CaptureConfig(
+        mode=mode, fps=plan.pacing_fps, max_frames=plan.max_frames, hfov_deg=args.hfov_deg,
+        wait_subscribers=1 if mode is DeliveryMode.LOSSLESS else 0,
+    )
+    transport = TransportConfig(mode=mode)
+
+    def capture(endpoint: str) -> CaptureThread:
+        return CaptureThread(plan.source, Publisher(endpoint, transport), capture_config)
+
+    def depth_worker(sub: str, pub: str) -> DepthWorker:
+        return DepthWorker(DepthWorkerConfig(sub_endpoint=sub, pub_endpoint=pub, transport=transport), engine)
+
+    node = Node(capture=capture, depth=depth_worker, mapper=mapper, sinks=sinks, mode=mode)
+    rrd = out_dir / "recording.rrd" if args.viewer == "save" else None
+    return BuiltNode(node, out_dir, sinks, engine.name, rrd)
+
+
+def _make_tracker() -> Any:
+    from fusion.tracker import Tracker, TrackerConfig
+
+    return Tracker(TrackerConfig())
+
+
+def _make_sinks(args: argparse.Namespace, out_dir: Path) -> list[MapSink]:
+    from stream.node import MapTopicSink, RerunSink
+
+    sinks: list[MapSink] = []
+    if args.viewer != "none":
+        from stream.rerun_view import RerunView, RerunViewConfig
+
+        out_dir.mkdir(parents=True, exist_ok=True)
+        sinks.append(RerunSink(RerunView(RerunViewConfig(
+            mode=args.viewer, rrd_path=out_dir / "recording.rrd", connect_url=args.connect_url,
+        ))))
+    if args.map_pub:
+        from stream.map_topic import MapPublisher, MapPublisherConfig
+
+        if not args.map_snapshot:
+            raise ValueError("--map-pub needs --map-snapshot (late joiners ask it for the map)")
+        sinks.append(MapTopicSink(MapPublisher(
+            args.map_pub, args.map_snapshot, MapPublisherConfig(allow_remote=args.allow_remote)
+        )))
+    elif args.map_snapshot:
+        raise ValueError("--map-snapshot needs --map-pub")
+    return sinks
+
+
+def summarise(built: BuiltNode, elapsed_s: float) -> dict[str, Any]:
+    """Close the sinks, write the outputs, and return the run's summary (the ``--json`` contract)."""
+    from stream.node import write_outputs
+
+    node = built.node
+    for sink in built.sinks:
+        sink.close()
+    outputs = write_outputs(built.out_dir, node.mapping)
+    if built.rrd_path is not None:
+        outputs["recording"] = str(built.rrd_path)
+    m = node.mapping.stats
+    cap = node.capture.stats
+    stages = {name: times.summary() for name, times in m.times.items()}
+    return {
+        "frames_in": cap.published,
+        "frames_tracked": m.tracked,
+        "frames_integrated": m.integrated,
+        "frames_lost": m.lost,
+        "frames_rejected": m.rejected,
+        "dropped": cap.dropped_late + node.mapping.dropped,
+        "keyframes": m.keyframes,
+        "fps": m.frames / elapsed_s if elapsed_s > 0 else 0.0,
+        "elapsed_s": elapsed_s,
+        "depth": built.depth_label,
+        "stages": stages,
+        "map_blocks": node.mapping.mapper.volume.block_count,
+        "refused_blocks": m.refused_blocks,
+        "last_error": m.last_error,
+        "outputs": outputs,
+    }
