@@ -21,6 +21,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "engine": ("tools.engine", "build a TensorRT engine ahead of time"),
     "depth": ("tools.depth", "run a depth worker stage"),
     "run": ("tools.run", "run the whole node from a source to a live map"),
+    "map-client": ("tools.map_client_example", "follow a map topic from another process and save it as PLY"),
 }
 
 

@@ -103,12 +103,12 @@ def _make_sinks(args: argparse.Namespace, out_dir: Path) -> list[MapSink]:
             mode=args.viewer, rrd_path=out_dir / "recording.rrd", connect_url=args.connect_url,
         ))))
     if args.map_pub:
-        from stream.map_topic import MapPublisher, MapPublisherConfig
+        from stream.map_topic import MapPublisher, MapTopicConfig
 
         if not args.map_snapshot:
             raise ValueError("--map-pub needs --map-snapshot (late joiners ask it for the map)")
         sinks.append(MapTopicSink(MapPublisher(
-            args.map_pub, args.map_snapshot, MapPublisherConfig(allow_remote=args.allow_remote)
+            args.map_pub, args.map_snapshot, MapTopicConfig(allow_remote=args.allow_remote)
         )))
     elif args.map_snapshot:
         raise ValueError("--map-snapshot needs --map-pub")
