@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Protocol
 import numpy as np
 
 from fusion.mapper import Mapper, MapperInputError, MapStep
-from stream.messages import DepthFrame, TrackingState
+from stream.messages import DepthFrame, DepthKind, MeshBlock, TrackingState
 from stream.transport import DeliveryMode, Subscriber, TransportConfig
 
 if TYPE_CHECKING:
@@ -214,13 +214,29 @@ class Node:
             self.depth.stop()
             self.mapping.stop()
 
+    def _accounted(self) -> int:
+        """Captured frames whose fate is known: mapped, rejected by the mapper, or rejected by the depth stage."""
+        m = self.mapping.stats
+        return m.frames + m.rejected + self.depth.stats.rejected
+
     def _drain(self, timeout_s: float, progress: Callable[[Node], None] | None) -> None:
-        """Wait until the mapping stage has seen the last captured frame, or makes no progress for a while."""
-        last_id = self.capture.last_frame_id
-        seen, idle_since = self.mapping.stats.frames + self.mapping.stats.rejected, time.monotonic()
-        while self.mapping.failure is None and last_id is not None and self.mapping.stats.last_frame_id < last_id:
+        """Wait until every captured frame is accounted for (lossless) or the last one was mapped (real-time),
+        or until the pipeline makes no progress for ``timeout_s``."""
+        captured, last_id = self.capture.stats.published, self.capture.last_frame_id
+        if last_id is None:
+            return
+        if self.mode is DeliveryMode.REALTIME:
+            timeout_s = min(timeout_s, 5.0)
+
+        def done() -> bool:
+            if self.mode is DeliveryMode.LOSSLESS:
+                return self._accounted() >= captured
+            return self.mapping.stats.last_frame_id >= last_id
+
+        seen, idle_since = self._accounted(), time.monotonic()
+        while self.mapping.failure is None and not done():
             time.sleep(0.05)
-            now_seen = self.mapping.stats.frames + self.mapping.stats.rejected
+            now_seen = self._accounted()
             if now_seen != seen:
                 seen, idle_since = now_seen, time.monotonic()
             elif time.monotonic() - idle_since > timeout_s:
@@ -228,6 +244,19 @@ class Node:
                 return
             if progress is not None:
                 progress(self)
+
+    @property
+    def failure(self) -> str | None:
+        """Why the run failed, if it did: a capture error, a mapper error, or no frame reaching the map."""
+        if self.capture.error is not None:
+            return str(self.capture.error)
+        if self.mapping.failure is not None:
+            return str(self.mapping.failure)
+        if self.mapping.stats.frames == 0 and self.depth.stats.rejected:
+            return f"no frame reached the map; the depth stage rejected them: {self.depth.stats.last_error}"
+        if self.mapping.stats.frames == 0 and self.mapping.stats.rejected:
+            return f"no frame reached the map: {self.mapping.stats.last_error}"
+        return None
 
 
 def write_outputs(out_dir: Path, mapping: MappingStage) -> dict[str, str]:
@@ -247,24 +276,42 @@ def write_outputs(out_dir: Path, mapping: MappingStage) -> dict[str, str]:
 
 
 class RerunSink:
-    """Logs every mapped frame to a :class:`stream.rerun_view.RerunView` (intrinsics once, meshes incrementally)."""
+    """Logs every mapped frame to a :class:`stream.rerun_view.RerunView` (intrinsics once, meshes incrementally).
 
-    def __init__(self, view: RerunView) -> None:
+    Changed mesh blocks are collected and logged every ``mesh_every_n`` frames (latest mesh per block), which
+    bounds the recording's size: most blocks in view change on every frame.
+    """
+
+    def __init__(self, view: RerunView, mesh_every_n: int = 15) -> None:
+        if mesh_every_n < 1:
+            raise ValueError(f"mesh_every_n must be >= 1, got {mesh_every_n}")
         self.view = view
+        self.mesh_every_n = mesh_every_n
         self._intrinsics_logged = False
+        self._pending: dict[tuple[int, int, int], MeshBlock] = {}
+        self._frames = 0
 
     def on_step(self, frame: DepthFrame, step: MapStep) -> None:
         if not self._intrinsics_logged and frame.intrinsics is not None:
             self.view.log_intrinsics(frame.intrinsics)
             self._intrinsics_logged = True
-        depth = frame.depth if frame.kind.value == "metric" else None
+        depth = frame.depth if frame.kind is DepthKind.METRIC else None
         self.view.log_frame(frame.frame_id, frame.stamp_ns, step.pose.T_W_C, frame.image, depth, step.pose.state)
         if step.pose.is_keyframe:
             self.view.log_keyframe(frame.frame_id, step.pose.T_W_C)
-        if step.blocks:
-            self.view.log_mesh_blocks(step.blocks)
+        for block in step.blocks:
+            self._pending[block.key] = block
+        self._frames += 1
+        if self._frames % self.mesh_every_n == 0:
+            self._flush_meshes()
+
+    def _flush_meshes(self) -> None:
+        if self._pending:
+            self.view.log_mesh_blocks(list(self._pending.values()))
+            self._pending.clear()
 
     def close(self) -> None:
+        self._flush_meshes()
         self.view.close()
 
 

@@ -26,16 +26,20 @@ class BuiltNode:
     rrd_path: Path | None
 
 
+SOURCES_WITH_DEPTH = ("synthetic", "tum")
+
+
 def _choose_depth(args: argparse.Namespace, kind: str) -> str:
     if args.depth != "auto":
         return args.depth
-    return "gt" if kind in ("synthetic", "tum") else "small"
+    return "gt" if kind in SOURCES_WITH_DEPTH else "small"
 
 
 def build_node(args: argparse.Namespace, source_from_args: Callable[[argparse.Namespace], Any]) -> BuiltNode:
     """Everything ``depthslam run`` needs; raises :class:`NodeBuildError` with a clear message."""
     from engines.config import Backend, EngineConfig
     from engines.errors import EngineError
+    from engines.hub import HubConfig
     from engines.models import PASSTHROUGH
     from engines.select import create_engine
     from engines.worker import DepthWorker, DepthWorkerConfig
@@ -53,9 +57,16 @@ def build_node(args: argparse.Namespace, source_from_args: Callable[[argparse.Na
         kind = source_kind(args.source)
         plan = source_from_args(args)
         depth = _choose_depth(args, kind)
+        if depth == "gt" and kind not in SOURCES_WITH_DEPTH:
+            raise ValueError(f"--depth gt needs a source that carries depth ({', '.join(SOURCES_WITH_DEPTH)}); "
+                             f"{args.source!r} is a {kind} source: choose a depth model (--depth small)")
+        if args.poses == "gt" and kind not in SOURCES_WITH_DEPTH:
+            raise ValueError(f"--poses gt needs a source with ground-truth poses ({', '.join(SOURCES_WITH_DEPTH)}); "
+                             f"{args.source!r} is a {kind} source: use the tracker (--poses tracker)")
         engine_config = EngineConfig(
             model=PASSTHROUGH if depth == "gt" else depth, backend=Backend(args.backend),
             weights=Path(args.weights) if args.weights else None, random_weights=args.random_weights,
+            hub=HubConfig.from_env(),
         )
         engine = create_engine(engine_config)
         mapper_config = MapperConfig(
@@ -100,7 +111,7 @@ def _make_sinks(args: argparse.Namespace, out_dir: Path) -> list[MapSink]:
 
         out_dir.mkdir(parents=True, exist_ok=True)
         sinks.append(RerunSink(RerunView(RerunViewConfig(
-            mode=args.viewer, rrd_path=out_dir / "recording.rrd", connect_url=args.connect_url,
+            mode=args.viewer, rrd_path=out_dir / "recording.rrd", connect_url=args.connect_url, image_every_n=5,
         ))))
     if args.map_pub:
         from stream.map_topic import MapPublisher, MapTopicConfig

@@ -129,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
         if show:
             print(file=sys.stderr)
         summary = summarise(built, time.monotonic() - start)
-    failure = node.mapping.failure or node.capture.error
+    failure = node.failure
     if args.json:
         print(json.dumps(summary, indent=2))
     elif not args.quiet:
