@@ -20,6 +20,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "export": ("tools.export", "export a depth model checkpoint to ONNX"),
     "engine": ("tools.engine", "build a TensorRT engine ahead of time"),
     "depth": ("tools.depth", "run a depth worker stage"),
+    "map": ("tools.map", "run the mapping stage (tracker + TSDF map) as its own process"),
     "run": ("tools.run", "run the whole node from a source to a live map"),
     "map-client": ("tools.map_client_example", "follow a map topic from another process and save it as PLY"),
 }

@@ -36,7 +36,8 @@ def add_hub_arguments(parser: argparse.ArgumentParser) -> None:
     """``--hub-url``, ``--cache-dir``, ``--offline`` (defaults from the DEPTHSLAM_* environment)."""
     group = parser.add_argument_group("weights source")
     group.add_argument("--hub-url", help="model hub base URL (default: $DEPTHSLAM_HUB_URL or huggingface.co)")
-    group.add_argument("--cache-dir", type=Path, help="cache directory (default: $DEPTHSLAM_CACHE_DIR or ~/.cache/depthslam)")
+    group.add_argument("--cache-dir", type=Path,
+                       help="cache directory (default: $DEPTHSLAM_CACHE_DIR or ~/.cache/depthslam)")
     group.add_argument("--offline", action="store_true", help="never use the network; cached or local files only")
 
 
@@ -60,7 +61,9 @@ def add_weights_arguments(parser: argparse.ArgumentParser) -> None:
     add_hub_arguments(parser)
 
 
-def add_engine_arguments(parser: argparse.ArgumentParser, *, with_model: bool = True, with_backend: bool = True) -> None:
+def add_engine_arguments(
+    parser: argparse.ArgumentParser, *, with_model: bool = True, with_backend: bool = True,
+) -> None:
     """The options that build an :class:`EngineConfig`."""
     if with_model:
         parser.add_argument("--model", default="small", choices=[*MODELS, PASSTHROUGH],
@@ -117,7 +120,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="depthslam depth", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sub", required=True, help="endpoint of the colour frames (connect)")
-    parser.add_argument("--pub", required=True, help="endpoint for the depth frames (bind, or connect with --connect-pub)")
+    parser.add_argument("--pub", required=True,
+                        help="endpoint for the depth frames (bind, or connect with --connect-pub)")
     parser.add_argument("--in-topic", default="frames", help="topic of incoming frames (default frames)")
     parser.add_argument("--out-topic", default="depth", help="topic of outgoing depth (default depth)")
     parser.add_argument("--lossless", action="store_true", help="every frame, with back-pressure (offline runs)")

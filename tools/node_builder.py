@@ -6,9 +6,12 @@ import argparse
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from stream.node import MapSink, Node
+
+if TYPE_CHECKING:
+    from fusion.mapper import Mapper
 
 
 class NodeBuildError(RuntimeError):
@@ -43,9 +46,6 @@ def build_node(args: argparse.Namespace, source_from_args: Callable[[argparse.Na
     from engines.models import PASSTHROUGH
     from engines.select import create_engine
     from engines.worker import DepthWorker, DepthWorkerConfig
-    from fusion.integrator import IntegratorConfig
-    from fusion.mapper import GroundTruthPoses, Mapper, MapperConfig
-    from fusion.volume import VolumeConfig
     from stream.calibration import CalibrationFileError
     from stream.capture import CaptureConfig, CaptureThread
     from stream.sources import SourceError, source_kind
@@ -69,13 +69,8 @@ def build_node(args: argparse.Namespace, source_from_args: Callable[[argparse.Na
             hub=HubConfig.from_env(),
         )
         engine = create_engine(engine_config)
-        mapper_config = MapperConfig(
-            volume=VolumeConfig(voxel_size_m=args.voxel_size_m, max_blocks=args.max_blocks),
-            integrator=IntegratorConfig(truncation_vox=args.trunc_vox, max_depth_m=args.max_depth_m),
-        )
-        tracker = GroundTruthPoses() if args.poses == "gt" else _make_tracker()
-        mapper = Mapper(mapper_config, tracker)
-        sinks = _make_sinks(args, out_dir)
+        mapper = build_mapper(args)
+        sinks = make_sinks(args, out_dir)
     except (SourceError, CalibrationFileError, EngineError, EndpointError, ValueError) as exc:
         raise NodeBuildError(str(exc)) from exc
 
@@ -96,13 +91,26 @@ def build_node(args: argparse.Namespace, source_from_args: Callable[[argparse.Na
     return BuiltNode(node, out_dir, sinks, engine.name, rrd)
 
 
+def build_mapper(args: argparse.Namespace) -> Mapper:
+    """The mapper the map options describe (``--poses``, ``--voxel-size-m``, ...); raises ValueError."""
+    from fusion.integrator import IntegratorConfig
+    from fusion.mapper import GroundTruthPoses, Mapper, MapperConfig
+    from fusion.volume import VolumeConfig
+
+    config = MapperConfig(
+        volume=VolumeConfig(voxel_size_m=args.voxel_size_m, max_blocks=args.max_blocks),
+        integrator=IntegratorConfig(truncation_vox=args.trunc_vox, max_depth_m=args.max_depth_m),
+    )
+    return Mapper(config, GroundTruthPoses() if args.poses == "gt" else _make_tracker())
+
+
 def _make_tracker() -> Any:
     from fusion.tracker import Tracker, TrackerConfig
 
     return Tracker(TrackerConfig())
 
 
-def _make_sinks(args: argparse.Namespace, out_dir: Path) -> list[MapSink]:
+def make_sinks(args: argparse.Namespace, out_dir: Path) -> list[MapSink]:
     from stream.node import MapTopicSink, RerunSink
 
     sinks: list[MapSink] = []

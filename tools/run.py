@@ -22,18 +22,8 @@ from tools.capture import add_source_arguments, source_from_args
 DEPTH_FROM_SOURCE = "gt"
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="depthslam run", description=__doc__.splitlines()[0])
-    add_source_arguments(parser)
-    parser.add_argument("--config", metavar="FILE", help="YAML file with option values (command line overrides it)")
-    parser.add_argument("--out", default="out/run", metavar="DIR", help="output directory (default out/run)")
-    g = parser.add_argument_group("depth")
-    g.add_argument("--depth", default="auto",
-                   help="'gt' = the depth the source carries (TUM, synthetic); a model name (small, base, large, "
-                        "metric-indoor-small, ...); 'auto' (default) = gt when the source carries depth, else small")
-    g.add_argument("--backend", default="auto", help="auto, tensorrt, ort-cuda, ort-cpu, torch-cuda, torch-cpu")
-    g.add_argument("--weights", metavar="FILE", help="local weights (.onnx, .safetensors, .pth) instead of the hub")
-    g.add_argument("--random-weights", action="store_true", help="real architecture, random weights (testing)")
+def add_map_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of the mapping stage (shared by ``run`` and ``map``)."""
     g = parser.add_argument_group("map")
     g.add_argument("--poses", choices=["tracker", "gt"], default="tracker",
                    help="tracker (default) or the source's ground-truth poses (mapping only)")
@@ -42,6 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--max-depth-m", type=float, default=4.0, help="maximum integration distance")
     g.add_argument("--max-blocks", type=int, default=250_000, help="memory budget in 8^3 voxel blocks")
     g = parser.add_argument_group("outputs")
+    g.add_argument("--out", default="out/run", metavar="DIR", help="output directory (default out/run)")
     g.add_argument("--viewer", choices=["save", "spawn", "connect", "serve", "none"], default="save",
                    help="Rerun: save DIR/recording.rrd (default, headless), spawn a viewer, connect, or serve")
     g.add_argument("--connect-url", help="Rerun viewer URL for --viewer connect")
@@ -50,6 +41,20 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--allow-remote", action="store_true", help="allow binding the map topic to non-loopback")
     g.add_argument("--json", action="store_true", help="print a final JSON summary on stdout")
     g.add_argument("--quiet", action="store_true", help="no progress line")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="depthslam run", description=__doc__.splitlines()[0])
+    add_source_arguments(parser)
+    parser.add_argument("--config", metavar="FILE", help="YAML file with option values (command line overrides it)")
+    g = parser.add_argument_group("depth")
+    g.add_argument("--depth", default="auto",
+                   help="'gt' = the depth the source carries (TUM, synthetic); a model name (small, base, large, "
+                        "metric-indoor-small, ...); 'auto' (default) = gt when the source carries depth, else small")
+    g.add_argument("--backend", default="auto", help="auto, tensorrt, ort-cuda, ort-cpu, torch-cuda, torch-cpu")
+    g.add_argument("--weights", metavar="FILE", help="local weights (.onnx, .safetensors, .pth) instead of the hub")
+    g.add_argument("--random-weights", action="store_true", help="real architecture, random weights (testing)")
+    add_map_arguments(parser)
     return parser
 
 
