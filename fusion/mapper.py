@@ -43,7 +43,22 @@ class PoseTracker(Protocol):
 
 
 class GroundTruthPoses:
-    """A 'tracker' that returns the pose the source carries (``DepthFrame.T_W_C_gt``) and metric depth as is."""
+    """A 'tracker' that returns the pose the source carries (``DepthFrame.T_W_C_gt``) and metric depth as is.
+
+    Keyframes are chosen by motion since the last keyframe, as a tracker would.
+    """
+
+    def __init__(self, keyframe_translation_m: float = 0.15, keyframe_rotation_deg: float = 15.0) -> None:
+        self.keyframe_translation_m = keyframe_translation_m
+        self.keyframe_rotation_deg = keyframe_rotation_deg
+        self._last_keyframe: np.ndarray | None = None
+
+    def _is_keyframe(self, T_W_C: np.ndarray) -> bool:
+        if self._last_keyframe is None:
+            return True
+        delta = np.linalg.inv(self._last_keyframe) @ T_W_C
+        angle = np.degrees(np.arccos(np.clip((np.trace(delta[:3, :3]) - 1.0) / 2.0, -1.0, 1.0)))
+        return bool(np.linalg.norm(delta[:3, 3]) > self.keyframe_translation_m or angle > self.keyframe_rotation_deg)
 
     def track(self, frame: DepthFrame) -> TrackedFrame:
         if frame.T_W_C_gt is None:
@@ -53,7 +68,11 @@ class GroundTruthPoses:
                 f"frame {frame.frame_id}: ground-truth poses need metric depth, got {frame.kind.value} "
                 "(use the tracker, which aligns relative depth)"
             )
-        pose = PoseUpdate(frame.frame_id, frame.stamp_ns, frame.T_W_C_gt.copy(), TrackingState.TRACKING)
+        keyframe = self._is_keyframe(frame.T_W_C_gt)
+        if keyframe:
+            self._last_keyframe = frame.T_W_C_gt
+        pose = PoseUpdate(frame.frame_id, frame.stamp_ns, frame.T_W_C_gt.copy(), TrackingState.TRACKING,
+                          is_keyframe=keyframe)
         return TrackedFrame(pose, frame.depth)
 
 

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Protocol
 import numpy as np
 
 from fusion.mapper import Mapper, MapperInputError, MapStep
-from stream.messages import DepthFrame, DepthKind, MeshBlock, TrackingState
+from stream.messages import DepthFrame, DepthKind, Intrinsics, MeshBlock, TrackingState
 from stream.transport import DeliveryMode, Subscriber, TransportConfig
 
 if TYPE_CHECKING:
@@ -83,6 +83,19 @@ class MappingStats:
     )
 
 
+@dataclass(frozen=True)
+class Keyframe:
+    """A keyframe kept for export: its pose, image and intrinsics."""
+
+    frame_id: int
+    stamp_ns: int
+    T_W_C: np.ndarray
+    """(4, 4) float64 camera-to-world."""
+    image: np.ndarray
+    """(H, W, 3) uint8 RGB."""
+    intrinsics: Intrinsics
+
+
 class MappingStage:
     """Subscribes to depth frames, runs the :class:`Mapper`, feeds the sinks; owns the map and trajectory."""
 
@@ -95,6 +108,8 @@ class MappingStage:
         self.stats = MappingStats()
         self.trajectory: list[tuple[int, np.ndarray]] = []
         """(stamp_ns, T_W_C) of every frame with a trusted pose, in order."""
+        self.keyframes: list[Keyframe] = []
+        """Every keyframe with its image, for export to reconstruction tools."""
         self.failure: MapperInputError | None = None
         self._max_rejected = max_rejected
         self._subscriber = Subscriber(depth_endpoint, [topic], transport)
@@ -154,7 +169,10 @@ class MappingStage:
         elif step.pose.state is TrackingState.LOST:
             s.lost += 1
         s.integrated += int(step.integrated)
-        s.keyframes += int(step.pose.is_keyframe)
+        if step.pose.is_keyframe and frame.image is not None and frame.intrinsics is not None:
+            s.keyframes += 1
+            self.keyframes.append(Keyframe(frame.frame_id, frame.stamp_ns, step.pose.T_W_C, frame.image,
+                                           frame.intrinsics))
         for sink in self.sinks:
             sink.on_step(frame, step)
 
@@ -260,14 +278,16 @@ class Node:
 
 
 def write_outputs(out_dir: Path, mapping: MappingStage) -> dict[str, str]:
-    """Write mesh.ply, trajectory.txt and the map file; returns {name: path}."""
-    from fusion.mapio import save_map, write_mesh_ply
+    """Write mesh.ply, cloud.ply, trajectory.txt and the map file; returns {name: path}."""
+    from fusion.mapio import export_point_cloud_ply, save_map, write_mesh_ply
     from stream.tum_format import write_tum_trajectory
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    paths = {"mesh": out_dir / "mesh.ply", "trajectory": out_dir / "trajectory.txt", "map": out_dir / "map.npz"}
+    paths = {"mesh": out_dir / "mesh.ply", "cloud": out_dir / "cloud.ply", "trajectory": out_dir / "trajectory.txt",
+             "map": out_dir / "map.npz"}
     with mapping.lock:
         write_mesh_ply(paths["mesh"], mapping.mapper.mesh())
+        export_point_cloud_ply(paths["cloud"], mapping.mapper.volume)
         stamps = np.array([s for s, _ in mapping.trajectory], np.float64) / 1e9
         poses = np.array([T for _, T in mapping.trajectory]).reshape(-1, 4, 4)
         write_tum_trajectory(paths["trajectory"], stamps, poses)

@@ -19,7 +19,7 @@ from tools.run import add_map_arguments
 
 
 def main(argv: list[str] | None = None) -> int:
-    from tools.node_builder import build_mapper, make_sinks
+    from tools.node_builder import build_mapper, export_for_reconstruction, make_sinks
 
     parser = argparse.ArgumentParser(prog="depthslam map", description=__doc__.splitlines()[0])
     parser.add_argument("--sub", required=True, metavar="ENDPOINT", help="endpoint of the depth frames (connect)")
@@ -68,6 +68,7 @@ def main(argv: list[str] | None = None) -> int:
         for sink in sinks:
             sink.close()
         outputs = write_outputs(Path(args.out), stage)
+        outputs.update(export_for_reconstruction(Path(args.out), stage))
     m = stage.stats
     summary = {"frames": m.frames, "frames_tracked": m.tracked, "frames_integrated": m.integrated,
                "frames_lost": m.lost, "frames_rejected": m.rejected, "dropped": stage.dropped,

@@ -134,6 +134,19 @@ def make_sinks(args: argparse.Namespace, out_dir: Path) -> list[MapSink]:
     return sinks
 
 
+def export_for_reconstruction(out_dir: Path, mapping: Any, max_points: int = 100_000) -> dict[str, str]:
+    """Keyframes as nerfstudio ``transforms.json`` + COLMAP text under ``out_dir/export`` (if any keyframes)."""
+    from tools.scene_export import export_keyframes
+
+    if not mapping.keyframes:
+        return {}
+    with mapping.lock:
+        mesh = mapping.mapper.mesh()
+    step = max(1, len(mesh.vertices) // max_points)
+    result = export_keyframes(out_dir / "export", mapping.keyframes, mesh.vertices[::step], mesh.colors[::step])
+    return {"transforms": str(result.transforms_json), "colmap": str(result.colmap_dir)}
+
+
 def summarise(built: BuiltNode, elapsed_s: float) -> dict[str, Any]:
     """Close the sinks, write the outputs, and return the run's summary (the ``--json`` contract)."""
     from stream.node import write_outputs
@@ -142,6 +155,7 @@ def summarise(built: BuiltNode, elapsed_s: float) -> dict[str, Any]:
     for sink in built.sinks:
         sink.close()
     outputs = write_outputs(built.out_dir, node.mapping)
+    outputs.update(export_for_reconstruction(built.out_dir, node.mapping))
     if built.rrd_path is not None:
         outputs["recording"] = str(built.rrd_path)
     m = node.mapping.stats

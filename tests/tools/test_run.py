@@ -33,7 +33,7 @@ def test_run_lossless_gt_poses_writes_consistent_outputs(tmp_path: Path, capsys:
     assert code == 0
     assert summary["frames_in"] == n and summary["frames_integrated"] == n and summary["dropped"] == 0
     assert summary["depth"] == "passthrough"
-    assert set(summary["outputs"]) == {"mesh", "trajectory", "map", "recording"}
+    assert set(summary["outputs"]) == {"mesh", "cloud", "trajectory", "map", "recording", "transforms", "colmap"}
     for stage in ("track", "integrate", "mesh"):
         assert summary["stages"][stage]["count"] == n
 
@@ -146,3 +146,40 @@ def test_monocular_model_without_weights_offline_says_what_to_fetch(
     err = capsys.readouterr().err
     assert code == 1
     assert "depthslam run: error:" in err and ("fetch" in err or "download" in err or "offline" in err)
+
+
+def test_keyframe_export_for_reconstruction_tools(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """transforms.json (nerfstudio, OpenGL axes) and COLMAP text agree with the source's poses and intrinsics."""
+    out = tmp_path / "o"
+    code, summary = _run_json(capsys, ["synthetic", "--poses", "gt", "--mode", "lossless", "--max-frames", "40",
+                                       *SMALL, "--out", str(out), "--viewer", "none", "--json"])
+    assert code == 0 and summary["keyframes"] >= 2
+    transforms = json.loads((out / "export" / "transforms.json").read_text())
+    source = SyntheticSource(SyntheticConfig(width_px=160, height_px=120, num_frames=40))
+    k = source.config.intrinsics()
+    assert (transforms["w"], transforms["h"], transforms["fl_x"], transforms["cx"]) == (160, 120, k.fx, k.cx)
+    assert len(transforms["frames"]) == summary["keyframes"]
+    source.open()
+    truth = {f.frame_id: f for f in iter(source.read, None)}
+    for entry in transforms["frames"]:
+        gt = truth[entry["depthslam_frame_id"]]
+        T_gl = np.array(entry["transform_matrix"])
+        assert np.allclose(T_gl @ np.diag([1.0, -1.0, -1.0, 1.0]), gt.T_W_C, atol=1e-9)
+        import cv2
+
+        image = cv2.cvtColor(cv2.imread(str(out / "export" / entry["file_path"])), cv2.COLOR_BGR2RGB)
+        assert np.array_equal(image, gt.image)
+    # COLMAP: world-to-camera; camera centre = -R^T t must equal the keyframe's position
+    from stream.tum_format import quaternion_to_rotation
+
+    lines = [ln for ln in (out / "export" / "colmap" / "images.txt").read_text().splitlines() if ln and ln[0] != "#"]
+    assert len(lines) == summary["keyframes"]
+    for line, entry in zip(lines, transforms["frames"], strict=True):
+        f = line.split()
+        qw, qx, qy, qz, tx, ty, tz = map(float, f[1:8])
+        R = quaternion_to_rotation(np.array([qx, qy, qz, qw]))
+        centre = -R.T @ np.array([tx, ty, tz])
+        assert np.allclose(centre, truth[entry["depthslam_frame_id"]].T_W_C[:3, 3], atol=1e-6)
+    cameras = (out / "export" / "colmap" / "cameras.txt").read_text().splitlines()[1].split()
+    assert cameras[1] == "PINHOLE" and float(cameras[4]) == pytest.approx(k.fx)
+    assert len((out / "export" / "colmap" / "points3D.txt").read_text().splitlines()) > 100
