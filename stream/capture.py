@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from stream.clock import Clock, MonotonicClock, wall_clock_ns
 from stream.messages import ColorFrame, Intrinsics, Status
@@ -70,6 +70,8 @@ class CaptureStats:
     """Clock time of the last publish."""
     last_frame_id: int | None = None
     """``frame_id`` of the last published frame."""
+    publish_ns: dict[int, int] = field(default_factory=dict)
+    """Clock time of each publish by ``frame_id`` (the newest 100 000), for end-to-end latency in one process."""
 
 
 class CaptureThread:
@@ -201,4 +203,7 @@ class CaptureThread:
             self.stats.first_publish_ns = now
         self.stats.last_publish_ns = now
         self.stats.last_frame_id = frame.frame_id
+        self.stats.publish_ns[frame.frame_id] = now
+        if len(self.stats.publish_ns) > 100_000:
+            del self.stats.publish_ns[next(iter(self.stats.publish_ns))]
         self.stats.published += 1

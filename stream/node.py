@@ -78,6 +78,10 @@ class MappingStats:
     """Blocks refused by the memory budget."""
     last_frame_id: int = -1
     last_error: str = ""
+    received_ns: dict[int, int] = field(default_factory=dict)
+    """``time.monotonic_ns()`` when each frame's depth arrived here, by ``frame_id`` (newest 100 000)."""
+    mapped_ns: dict[int, int] = field(default_factory=dict)
+    """``time.monotonic_ns()`` when each frame was applied to the map, by ``frame_id`` (newest 100 000)."""
     times: dict[str, StageTimes] = field(
         default_factory=lambda: {k: StageTimes() for k in ("track", "integrate", "mesh")}
     )
@@ -144,8 +148,11 @@ class MappingStage:
                 self.stats.rejected += 1
                 self.stats.last_error = f"expected a DepthFrame, got {type(received.message).__name__}"
                 continue
+            arrived = time.monotonic_ns()
             with self._lock:
                 self._apply(received.message)
+            _remember(self.stats.received_ns, received.message.frame_id, arrived)
+            _remember(self.stats.mapped_ns, received.message.frame_id, time.monotonic_ns())
 
     def _apply(self, frame: DepthFrame) -> None:
         s = self.stats
@@ -175,6 +182,22 @@ class MappingStage:
                                            frame.intrinsics))
         for sink in self.sinks:
             sink.on_step(frame, step)
+
+
+def _remember(table: dict[int, int], key: int, value: int, limit: int = 100_000) -> None:
+    table[key] = value
+    if len(table) > limit:
+        del table[next(iter(table))]
+
+
+def latency_summary(start_ns: dict[int, int], end_ns: dict[int, int]) -> dict[str, float]:
+    """Median/p95 of ``end - start`` (ms) over the frame ids present in both tables (same clock)."""
+    times = StageTimes()
+    for frame_id, t_end in end_ns.items():
+        t_start = start_ns.get(frame_id)
+        if t_start is not None:
+            times.add((t_end - t_start) / 1e6)
+    return times.summary()
 
 
 @dataclass(frozen=True)
@@ -232,7 +255,7 @@ class Node:
             self.depth.stop()
             self.mapping.stop()
 
-    def _accounted(self) -> int:
+    def accounted(self) -> int:
         """Captured frames whose fate is known: mapped, rejected by the mapper, or rejected by the depth stage."""
         m = self.mapping.stats
         return m.frames + m.rejected + self.depth.stats.rejected
@@ -248,13 +271,13 @@ class Node:
 
         def done() -> bool:
             if self.mode is DeliveryMode.LOSSLESS:
-                return self._accounted() >= captured
+                return self.accounted() >= captured
             return self.mapping.stats.last_frame_id >= last_id
 
-        seen, idle_since = self._accounted(), time.monotonic()
+        seen, idle_since = self.accounted(), time.monotonic()
         while self.mapping.failure is None and not done():
             time.sleep(0.05)
-            now_seen = self._accounted()
+            now_seen = self.accounted()
             if now_seen != seen:
                 seen, idle_since = now_seen, time.monotonic()
             elif time.monotonic() - idle_since > timeout_s:

@@ -149,7 +149,7 @@ def export_for_reconstruction(out_dir: Path, mapping: Any, max_points: int = 100
 
 def summarise(built: BuiltNode, elapsed_s: float) -> dict[str, Any]:
     """Close the sinks, write the outputs, and return the run's summary (the ``--json`` contract)."""
-    from stream.node import write_outputs
+    from stream.node import latency_summary, write_outputs
 
     node = built.node
     for sink in built.sinks:
@@ -161,14 +161,20 @@ def summarise(built: BuiltNode, elapsed_s: float) -> dict[str, Any]:
     m = node.mapping.stats
     cap = node.capture.stats
     stages = {name: times.summary() for name, times in m.times.items()}
+    # same monotonic clock in one process: capture publish -> depth arrives at the mapper -> map updated
+    stages["capture_to_depth"] = latency_summary(cap.publish_ns, m.received_ns)
+    stages["end_to_end"] = latency_summary(cap.publish_ns, m.mapped_ns)
     return {
         "frames_in": cap.published,
         "frames_tracked": m.tracked,
         "frames_integrated": m.integrated,
         "frames_lost": m.lost,
         "frames_rejected": m.rejected,
-        "dropped": cap.dropped_late + node.mapping.dropped,
+        # conservation: every published frame was mapped, rejected (counted apart) or dropped by a stage
+        "dropped": cap.dropped_late + max(0, cap.published - node.accounted()),
         "keyframes": m.keyframes,
+        "last_frame_id_in": cap.last_frame_id,
+        "last_frame_id_mapped": m.last_frame_id,
         "fps": m.frames / elapsed_s if elapsed_s > 0 else 0.0,
         "elapsed_s": elapsed_s,
         "depth": built.depth_label,

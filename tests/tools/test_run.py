@@ -183,3 +183,20 @@ def test_keyframe_export_for_reconstruction_tools(tmp_path: Path, capsys: pytest
     cameras = (out / "export" / "colmap" / "cameras.txt").read_text().splitlines()[1].split()
     assert cameras[1] == "PINHOLE" and float(cameras[4]) == pytest.approx(k.fx)
     assert len((out / "export" / "colmap" / "points3D.txt").read_text().splitlines()) > 100
+
+
+def test_realtime_mode_drops_stale_frames_and_maps_the_newest(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A 200 fps replay outruns the mapper: stages drop and count stale frames, every frame is accounted for,
+    and the newest captured frame is the one that reaches the map last."""
+    n = 80
+    code, summary = _run_json(capsys, ["synthetic", "--poses", "gt", "--mode", "realtime", "--fps", "200",
+                                       "--max-frames", str(n), *SMALL, "--out", str(tmp_path), "--viewer", "none",
+                                       "--json"])
+    assert code == 0
+    assert summary["dropped"] > 0
+    assert summary["frames_integrated"] + summary["frames_rejected"] + summary["dropped"] == n
+    assert summary["last_frame_id_mapped"] == summary["last_frame_id_in"]
+    stamps = read_tum_trajectory(tmp_path / "trajectory.txt").stamps_s
+    assert len(stamps) == summary["frames_integrated"] and np.all(np.diff(stamps) > 0)
