@@ -12,6 +12,7 @@ BENCHMARKS: dict[str, str] = {
     "transport": "tools.bench_transport",
     "tsdf": "tools.bench_tsdf",
     "depth": "tools.bench_depth",
+    "run": "tools.bench_run",
 }
 
 
