@@ -114,6 +114,10 @@ class NetworkDepthEngine:
     def num_parameters(self) -> int | None:
         return self._runner.num_parameters
 
+    def with_size_policy(self, size_policy: InputSizePolicy) -> NetworkDepthEngine:
+        """The same network and backend (shared, not copied) with another input size policy."""
+        return NetworkDepthEngine(self._runner, self.spec, size_policy, self._range, label=self._label)
+
     def infer(self, frame: ColorFrame) -> DepthFrame:
         if not isinstance(frame, ColorFrame):
             raise EngineInputError(f"infer() takes a ColorFrame, got {type(frame).__name__}")

@@ -59,7 +59,8 @@ class NetworkSize:
 class InputSizePolicy:
     """How the network input size follows from a frame's size.
 
-    Each side is scaled by the same factor, then rounded to the nearest multiple of ``multiple_px``; a side
+    Each side is scaled by the same factor, then rounded to the nearest multiple of ``multiple_px`` (halves
+    to even, like the reference implementation's ``np.round``); a side
     that should meet ``target_px`` (the shorter one for ``LOWER_BOUND``, the longer one for ``UPPER_BOUND``)
     is rounded up/down instead when nearest rounding would cross the target, as in the reference code.
     """
@@ -115,7 +116,9 @@ class InputSizePolicy:
         # the scaled side is side_px * target / ref_px; in units of multiple_px: num / den
         m = self.multiple_px
         num, den = side_px * self.target_px, ref_px * m
-        units = (2 * num + den) // (2 * den)  # nearest, halves up
+        units, rem = divmod(num, den)
+        if 2 * rem > den or (2 * rem == den and units % 2 == 1):  # nearest, halves to even (as numpy.round)
+            units += 1
         if self.mode is ResizeMode.LOWER_BOUND and units * m < self.target_px:
             units = -(-num // den)
         elif self.mode is ResizeMode.UPPER_BOUND and units * m > self.target_px:
@@ -153,8 +156,8 @@ class EngineConfig:
     """ONNX backends: use the hub's ONNX export when the model table lists one (else export here)."""
     exporter: Exporter = Exporter.TORCHSCRIPT
     """Exporter used when an ONNX file has to be exported here."""
-    hub: HubConfig = field(default_factory=HubConfig)
-    """Hub URL, cache directory and offline switch."""
+    hub: HubConfig = field(default_factory=HubConfig.from_env)
+    """Hub URL, cache directory and offline switch (default: ``DEPTHSLAM_HUB_URL``/``_CACHE_DIR``/``_OFFLINE``)."""
 
     def __post_init__(self) -> None:
         if not isinstance(self.backend, Backend):

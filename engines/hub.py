@@ -11,6 +11,7 @@ Nothing here runs at import time; only stdlib networking (``urllib``) is used.
 
 from __future__ import annotations
 
+import http.client
 import logging
 import os
 import sys
@@ -226,7 +227,7 @@ def fetch(
         raise WeightsUnavailableError(
             offline_message(file, config, f"the hub answered HTTP {exc.code} {exc.reason} for {url}")
         ) from exc
-    except (urllib.error.URLError, TimeoutError, ConnectionError) as exc:
+    except (urllib.error.URLError, http.client.HTTPException, TimeoutError, ConnectionError) as exc:
         reason = exc.reason if isinstance(exc, urllib.error.URLError) else exc
         raise WeightsUnavailableError(offline_message(file, config, f"network error: {reason}")) from exc
     finally:

@@ -133,12 +133,19 @@ def _run_exporter(model: nn.Module, sample: object, path: Path, config: ExportCo
                 )
             else:
                 dim = torch.export.Dim
-                torch.onnx.export(
-                    model, (sample,), str(path), input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
-                    dynamic_shapes={"pixel_values": {2: dim("height", min=14, max=8192),
-                                                     3: dim("width", min=14, max=8192)}},
-                    dynamo=True, external_data=False, verbose=False,
-                )
+                # the dynamo exporter warns about every torchvision op it cannot register; none is used here
+                registration_log = logging.getLogger("torch.onnx._internal.exporter._registration")
+                level = registration_log.level
+                registration_log.setLevel(logging.ERROR)
+                try:
+                    torch.onnx.export(
+                        model, (sample,), str(path), input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+                        dynamic_shapes={"pixel_values": {2: dim("height", min=14, max=8192),
+                                                         3: dim("width", min=14, max=8192)}},
+                        dynamo=True, external_data=False, verbose=False,
+                    )
+                finally:
+                    registration_log.setLevel(level)
         except (RuntimeError, ValueError, TypeError) as exc:
             raise ExportError(f"torch.onnx.export ({config.exporter.value}) failed: {exc}") from exc
 

@@ -122,6 +122,11 @@ def _why_not(backend: Backend, caps: Capabilities) -> str | None:
 AUTO_ORDER = (Backend.TENSORRT, Backend.ORT_CUDA, Backend.TORCH_CUDA, Backend.ORT_CPU, Backend.TORCH_CPU)
 
 
+def usable_backends(caps: Capabilities) -> tuple[Backend, ...]:
+    """Every concrete backend usable with ``caps``, fastest first."""
+    return tuple(b for b in AUTO_ORDER if _why_not(b, caps) is None)
+
+
 def choose_backend(requested: Backend, caps: Capabilities) -> BackendChoice:
     """Resolve ``requested`` (``AUTO`` or explicit) against ``caps``; raises BackendUnavailableError."""
     if requested is not Backend.AUTO:

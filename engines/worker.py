@@ -18,7 +18,7 @@ import zmq
 from engines.base import DepthEngine
 from engines.errors import EngineInputError
 from stream.messages import ColorFrame, DepthFrame
-from stream.transport import Publisher, Subscriber, TransportConfig
+from stream.transport import DeliveryMode, Publisher, Subscriber, TransportConfig
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +41,8 @@ class DepthWorkerConfig:
     """Bind the depth publisher (one worker); False connects it to a bound subscriber (several workers)."""
     poll_s: float = 0.1
     """Longest wait for a frame before checking for stop, seconds."""
+    lossless_wait_s: float = 10.0
+    """Lossless mode: before the first depth frame, wait this long for a subscriber (else it would be lost)."""
     shard_index: int = 0
     """This worker handles frames with ``frame_id % shard_count == shard_index``."""
     shard_count: int = 1
@@ -51,6 +53,8 @@ class DepthWorkerConfig:
             raise ValueError("DepthWorkerConfig topics must be non-empty")
         if not self.poll_s > 0:
             raise ValueError(f"DepthWorkerConfig.poll_s must be positive, got {self.poll_s}")
+        if self.lossless_wait_s < 0:
+            raise ValueError(f"DepthWorkerConfig.lossless_wait_s must be >= 0, got {self.lossless_wait_s}")
         if self.shard_count < 1 or not 0 <= self.shard_index < self.shard_count:
             raise ValueError(
                 f"DepthWorkerConfig: need 0 <= shard_index < shard_count, got {self.shard_index}/{self.shard_count}"
@@ -163,6 +167,7 @@ class DepthWorker:
         subscriber, publisher = self._subscriber, self._publisher
         if subscriber is None or publisher is None:
             raise RuntimeError("DepthWorker sockets are not open")
+        must_wait = self.config.transport.mode is DeliveryMode.LOSSLESS and self.config.lossless_wait_s > 0
         try:
             while not self._stop.is_set():
                 received = subscriber.recv(self.config.poll_s)
@@ -171,6 +176,11 @@ class DepthWorker:
                 depth = self.process(received.message)
                 if depth is None:
                     continue
+                if must_wait:
+                    must_wait = False
+                    if not publisher.wait_for_subscribers(1, self.config.lossless_wait_s):
+                        log.warning("depth worker %s: no subscriber on %s after %.1f s; publishing anyway",
+                                    self.engine.name, publisher.endpoint, self.config.lossless_wait_s)
                 if publisher.publish(self.config.out_topic, depth):
                     self.stats.published += 1
                 else:
