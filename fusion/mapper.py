@@ -24,14 +24,26 @@ class MapperInputError(ValueError):
     """A depth frame the mapper cannot use (e.g. no intrinsics, relative depth with ground-truth poses)."""
 
 
+class TrackedFrame(Protocol):
+    """What the mapper reads from a tracker's answer for one frame."""
+
+    @property
+    def pose(self) -> PoseUpdate:
+        """The frame's pose and tracking state."""
+        ...
+
+    @property
+    def depth_m(self) -> np.ndarray | None:
+        """(H, W) float32 metric depth aligned to the map, to integrate; ``None`` when the pose is not trusted."""
+        ...
+
+
 @dataclass(frozen=True)
-class TrackedFrame:
-    """A tracker's answer for one frame."""
+class GroundTruthTrack:
+    """:class:`GroundTruthPoses`' answer for one frame."""
 
     pose: PoseUpdate
-    """The frame's pose and tracking state."""
     depth_m: np.ndarray | None
-    """(H, W) float32 metric depth aligned to the map, to integrate; ``None`` when the pose is not trusted."""
 
 
 class PoseTracker(Protocol):
@@ -60,7 +72,7 @@ class GroundTruthPoses:
         angle = np.degrees(np.arccos(np.clip((np.trace(delta[:3, :3]) - 1.0) / 2.0, -1.0, 1.0)))
         return bool(np.linalg.norm(delta[:3, 3]) > self.keyframe_translation_m or angle > self.keyframe_rotation_deg)
 
-    def track(self, frame: DepthFrame) -> TrackedFrame:
+    def track(self, frame: DepthFrame) -> GroundTruthTrack:
         if frame.T_W_C_gt is None:
             raise MapperInputError(f"frame {frame.frame_id}: --poses gt needs a source with ground-truth poses")
         if frame.kind is not DepthKind.METRIC:
@@ -73,7 +85,7 @@ class GroundTruthPoses:
             self._last_keyframe = frame.T_W_C_gt
         pose = PoseUpdate(frame.frame_id, frame.stamp_ns, frame.T_W_C_gt.copy(), TrackingState.TRACKING,
                           is_keyframe=keyframe)
-        return TrackedFrame(pose, frame.depth)
+        return GroundTruthTrack(pose, frame.depth)
 
 
 class PoseSource(enum.StrEnum):

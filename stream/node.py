@@ -112,6 +112,8 @@ class MappingStage:
         self.stats = MappingStats()
         self.trajectory: list[tuple[int, np.ndarray]] = []
         """(stamp_ns, T_W_C) of every frame with a trusted pose, in order."""
+        self.ground_truth: list[tuple[int, np.ndarray]] = []
+        """(stamp_ns, T_W_C) of every processed frame whose source carried a ground-truth pose."""
         self.keyframes: list[Keyframe] = []
         """Every keyframe with its image, for export to reconstruction tools."""
         self.failure: MapperInputError | None = None
@@ -167,6 +169,8 @@ class MappingStage:
             return
         s.frames += 1
         s.last_frame_id = frame.frame_id
+        if frame.T_W_C_gt is not None:
+            self.ground_truth.append((frame.stamp_ns, frame.T_W_C_gt))
         for name, ms in step.timings_ms.items():
             s.times[name].add(ms)
         s.refused_blocks += step.refused_block_count
@@ -301,7 +305,8 @@ class Node:
 
 
 def write_outputs(out_dir: Path, mapping: MappingStage) -> dict[str, str]:
-    """Write mesh.ply, cloud.ply, trajectory.txt and the map file; returns {name: path}."""
+    """Write mesh.ply, cloud.ply, trajectory.txt (+ groundtruth.txt when the source had it) and the map file;
+    returns {name: path}."""
     from fusion.mapio import export_point_cloud_ply, save_map, write_mesh_ply
     from stream.tum_format import write_tum_trajectory
 
@@ -314,6 +319,10 @@ def write_outputs(out_dir: Path, mapping: MappingStage) -> dict[str, str]:
         stamps = np.array([s for s, _ in mapping.trajectory], np.float64) / 1e9
         poses = np.array([T for _, T in mapping.trajectory]).reshape(-1, 4, 4)
         write_tum_trajectory(paths["trajectory"], stamps, poses)
+        if mapping.ground_truth:
+            paths["groundtruth"] = out_dir / "groundtruth.txt"
+            gt_stamps = np.array([s for s, _ in mapping.ground_truth], np.float64) / 1e9
+            write_tum_trajectory(paths["groundtruth"], gt_stamps, np.array([T for _, T in mapping.ground_truth]))
         save_map(paths["map"], mapping.mapper.volume)
     return {k: str(v) for k, v in paths.items()}
 

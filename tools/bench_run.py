@@ -21,7 +21,8 @@ from tools.run import build_parser
 CONFIGS: dict[str, list[str]] = {
     "gt-depth lossless": ["--depth", "gt", "--mode", "lossless"],
     "gt-depth realtime": ["--depth", "gt", "--mode", "realtime"],
-    "cpu-model realtime": ["--depth", "metric-indoor-small", "--random-weights", "--backend", "ort-cpu", "--mode", "realtime"],
+    "cpu-model realtime": ["--depth", "metric-indoor-small", "--random-weights", "--backend", "ort-cpu",
+                           "--mode", "realtime"],
 }
 
 

@@ -147,6 +147,30 @@ def export_for_reconstruction(out_dir: Path, mapping: Any, max_points: int = 100
     return {"transforms": str(result.transforms_json), "colmap": str(result.colmap_dir)}
 
 
+def evaluate_against_ground_truth(mapping: Any) -> dict[str, float] | None:
+    """ATE (SE(3) and Sim(3) aligned) and RPE of the tracked trajectory when the source had ground truth."""
+    import numpy as np
+
+    from tools.trajectory_metrics import AlignMode, EvaluationConfig, evaluate_trajectories
+
+    if len(mapping.trajectory) < 3 or len(mapping.ground_truth) < 3:
+        return None
+    est_s = np.array([s for s, _ in mapping.trajectory], np.float64) / 1e9
+    est = np.array([T for _, T in mapping.trajectory])
+    gt_s = np.array([s for s, _ in mapping.ground_truth], np.float64) / 1e9
+    gt = np.array([T for _, T in mapping.ground_truth])
+    se3 = evaluate_trajectories(est_s, est, gt_s, gt, EvaluationConfig(align=AlignMode.SE3, max_difference_s=1e-6))
+    sim3 = evaluate_trajectories(est_s, est, gt_s, gt, EvaluationConfig(align=AlignMode.SIM3, max_difference_s=1e-6))
+    return {
+        "matched_poses": se3.matched_poses,
+        "ate_se3_rmse_m": se3.ate.stats.rmse,
+        "ate_sim3_rmse_m": sim3.ate.stats.rmse,
+        "sim3_scale": sim3.ate.alignment.scale,
+        "rpe_trans_rmse_m": se3.rpe.trans.rmse,
+        "rpe_rot_rmse_deg": se3.rpe.rot.rmse,
+    }
+
+
 def summarise(built: BuiltNode, elapsed_s: float) -> dict[str, Any]:
     """Close the sinks, write the outputs, and return the run's summary (the ``--json`` contract)."""
     from stream.node import latency_summary, write_outputs
@@ -182,5 +206,6 @@ def summarise(built: BuiltNode, elapsed_s: float) -> dict[str, Any]:
         "map_blocks": node.mapping.mapper.volume.block_count,
         "refused_blocks": m.refused_blocks,
         "last_error": m.last_error,
+        "evaluation": evaluate_against_ground_truth(node.mapping),
         "outputs": outputs,
     }
