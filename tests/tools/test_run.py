@@ -33,7 +33,10 @@ def test_run_lossless_gt_poses_writes_consistent_outputs(tmp_path: Path, capsys:
     assert code == 0
     assert summary["frames_in"] == n and summary["frames_integrated"] == n and summary["dropped"] == 0
     assert summary["depth"] == "passthrough"
-    assert set(summary["outputs"]) == {"mesh", "cloud", "trajectory", "map", "recording", "transforms", "colmap"}
+    assert set(summary["outputs"]) == {
+        "mesh", "cloud", "trajectory", "groundtruth", "map", "recording", "transforms", "colmap"
+    }
+    assert summary["evaluation"]["ate_se3_rmse_m"] < 1e-9  # --poses gt: the trajectory is the ground truth
     for stage in ("track", "integrate", "mesh"):
         assert summary["stages"][stage]["count"] == n
 
