@@ -114,6 +114,9 @@ def make_sinks(args: argparse.Namespace, out_dir: Path) -> list[MapSink]:
     from stream.node import MapTopicSink, RerunSink
 
     sinks: list[MapSink] = []
+    if args.viewer == "serve" and not args.allow_remote:
+        raise ValueError("--viewer serve: rerun's gRPC server listens on every network interface; "
+                         "pass --allow-remote to accept that (or use --viewer save/connect)")
     if args.viewer != "none":
         from stream.rerun_view import RerunView, RerunViewConfig
 

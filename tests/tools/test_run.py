@@ -215,3 +215,10 @@ def test_default_run_tracks_the_synthetic_scene(tmp_path: Path, capsys: pytest.C
     assert evaluation["matched_poses"] == 90
     assert evaluation["ate_se3_rmse_m"] < 0.01  # 1 cm over 3 s of hand-held-like motion (measured ~3 mm)
     assert abs(evaluation["sim3_scale"] - 1.0) < 0.02  # metric depth: no scale drift
+
+
+def test_serving_the_viewer_to_the_network_needs_allow_remote(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert run.main(["--viewer", "serve", "--out", str(tmp_path)]) == 1
+    assert "--allow-remote" in capsys.readouterr().err
