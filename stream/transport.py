@@ -120,6 +120,15 @@ def parse_endpoint(endpoint: str, *, bind: bool, allow_remote: bool = False) -> 
     return Endpoint(url, "tcp", host, port)
 
 
+def attach(sock: zmq.Socket, endpoint: Endpoint, *, bind: bool) -> str:
+    """Bind or connect ``sock``; returns the actual endpoint (a bound ``tcp://...:*`` gets its port)."""
+    if bind:
+        sock.bind(endpoint.url)
+        return sock.getsockopt_string(zmq.LAST_ENDPOINT) if endpoint.scheme == "tcp" else endpoint.url
+    sock.connect(endpoint.url)
+    return endpoint.url
+
+
 @dataclass
 class PublisherStats:
     """Counters of one publisher."""
@@ -152,12 +161,7 @@ class Publisher:
             self._sock.setsockopt(zmq.XPUB_NODROP, 1)
             self._sock.setsockopt(zmq.XPUB_VERBOSER, 1)
         self._subscriptions = 0
-        if bind:
-            self._sock.bind(parsed.url)
-            self.endpoint = self._sock.getsockopt_string(zmq.LAST_ENDPOINT) if parsed.scheme == "tcp" else parsed.url
-        else:
-            self._sock.connect(parsed.url)
-            self.endpoint = parsed.url
+        self.endpoint = attach(self._sock, parsed, bind=bind)
 
     def publish(self, topic: str, message: Message, *, jpeg_quality: int | None = None) -> bool:
         """Encode and send ``message`` on ``topic``; returns False only if a lossless send timed out."""
@@ -301,12 +305,7 @@ class Subscriber:
         self._sock.setsockopt(zmq.MAXMSGSIZE, config.limits.max_message_bytes + 4096)
         for t in sorted(self._topics):
             self._sock.setsockopt(zmq.SUBSCRIBE, t)
-        if bind:
-            self._sock.bind(parsed.url)
-            self.endpoint = self._sock.getsockopt_string(zmq.LAST_ENDPOINT) if parsed.scheme == "tcp" else parsed.url
-        else:
-            self._sock.connect(parsed.url)
-            self.endpoint = parsed.url
+        self.endpoint = attach(self._sock, parsed, bind=bind)
         self._latest: dict[bytes, list[bytes]] = {}
         self._cond = threading.Condition()
         self._closing = threading.Event()
