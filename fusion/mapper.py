@@ -130,7 +130,7 @@ class MapStep:
     refused_block_count: int
     """Blocks this frame needed but the memory budget refused (the existing map is intact)."""
     timings_ms: dict[str, float]
-    """Milliseconds per step: track, integrate, mesh."""
+    """Milliseconds per step that ran for this frame: track, integrate, mesh (only when re-meshed)."""
 
 
 class Mapper:
@@ -150,7 +150,7 @@ class Mapper:
         t0 = time.perf_counter()
         tracked = self.tracker.track(frame)
         t1 = time.perf_counter()
-        timings = {"track": (t1 - t0) * 1e3, "integrate": 0.0, "mesh": 0.0}
+        timings = {"track": (t1 - t0) * 1e3}
         trusted = tracked.pose.state in (TrackingState.TRACKING, TrackingState.RELOCALISED)
         if tracked.depth_m is None or not trusted:
             return MapStep(tracked.pose, False, (), 0, 0, timings)

@@ -35,7 +35,11 @@ class MapSink(Protocol):
     """Something that follows the map as it is built (Rerun view, map topic publisher)."""
 
     def on_step(self, frame: DepthFrame, step: MapStep) -> None:
-        """Called in the mapping thread after every processed frame."""
+        """Called in the mapping thread after every processed frame (pose, images)."""
+        ...
+
+    def on_mesh(self, blocks: Sequence[MeshBlock], frame_id: int, stamp_ns: int) -> None:
+        """Called with the new meshes of changed blocks (after a frame, and once more when mapping stops)."""
         ...
 
     def close(self) -> None:
@@ -127,9 +131,16 @@ class MappingStage:
         self._thread.start()
 
     def stop(self) -> None:
+        """Stop after the current frame; meshes of blocks changed since the last re-meshing go to the sinks."""
         self._stop.set()
         self._thread.join()
         self._subscriber.close()
+        with self._lock:
+            blocks = self.mapper.flush_meshes()
+            if blocks:
+                stamp = self.trajectory[-1][0] if self.trajectory else 0
+                for sink in self.sinks:
+                    sink.on_mesh(blocks, self.stats.last_frame_id, stamp)
 
     @property
     def dropped(self) -> int:
@@ -186,6 +197,8 @@ class MappingStage:
                                            frame.intrinsics))
         for sink in self.sinks:
             sink.on_step(frame, step)
+            if step.blocks:
+                sink.on_mesh(step.blocks, frame.frame_id, frame.stamp_ns)
 
 
 def _remember(table: dict[int, int], key: int, value: int, limit: int = 100_000) -> None:
@@ -351,11 +364,13 @@ class RerunSink:
         self.view.log_frame(frame.frame_id, frame.stamp_ns, step.pose.T_W_C, frame.image, depth, step.pose.state)
         if step.pose.is_keyframe:
             self.view.log_keyframe(frame.frame_id, step.pose.T_W_C)
-        for block in step.blocks:
-            self._pending[block.key] = block
         self._frames += 1
         if self._frames % self.mesh_every_n == 0:
             self._flush_meshes()
+
+    def on_mesh(self, blocks: Sequence[MeshBlock], frame_id: int, stamp_ns: int) -> None:
+        for block in blocks:
+            self._pending[block.key] = block
 
     def _flush_meshes(self) -> None:
         if self._pending:
@@ -375,8 +390,9 @@ class MapTopicSink:
 
     def on_step(self, frame: DepthFrame, step: MapStep) -> None:
         self.publisher.publish_pose(step.pose)
-        if step.blocks:
-            self.publisher.publish_blocks(step.blocks, frame.frame_id, frame.stamp_ns)
+
+    def on_mesh(self, blocks: Sequence[MeshBlock], frame_id: int, stamp_ns: int) -> None:
+        self.publisher.publish_blocks(blocks, frame_id, stamp_ns)
 
     def close(self) -> None:
         self.publisher.close()

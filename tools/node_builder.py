@@ -100,6 +100,7 @@ def build_mapper(args: argparse.Namespace) -> Mapper:
     config = MapperConfig(
         volume=VolumeConfig(voxel_size_m=args.voxel_size_m, max_blocks=args.max_blocks),
         integrator=IntegratorConfig(truncation_vox=args.trunc_vox, max_depth_m=args.max_depth_m),
+        mesh_every_n=args.mesh_every_n,
     )
     return Mapper(config, GroundTruthPoses() if args.poses == "gt" else _make_tracker())
 

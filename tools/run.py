@@ -31,6 +31,9 @@ def add_map_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--trunc-vox", type=float, default=4.0, help="truncation distance in voxels")
     g.add_argument("--max-depth-m", type=float, default=4.0, help="maximum integration distance")
     g.add_argument("--max-blocks", type=int, default=250_000, help="memory budget in 8^3 voxel blocks")
+    g.add_argument("--mesh-every-n", type=int, default=5,
+                   help="re-mesh the changed blocks every n-th integrated frame (the map topic and viewer get "
+                        "mesh updates at that rate; everything is re-meshed at the end)")
     g = parser.add_argument_group("outputs")
     g.add_argument("--out", default="out/run", metavar="DIR", help="output directory (default out/run)")
     g.add_argument("--viewer", choices=["save", "spawn", "connect", "serve", "none"], default="save",
