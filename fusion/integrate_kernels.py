@@ -1,14 +1,15 @@
-"""Numba kernels of projective TSDF integration (the numpy reference lives in ``tests/fusion/reference.py``).
+"""Numba kernels of projective TSDF integration (numpy reference: ``tests/fusion/tsdf_reference.py``).
 
 Two steps per frame:
 
 1. :func:`band_block_keys` finds the blocks that the truncation band of the frame crosses. For every
-   valid pixel it samples the ray at ``2 * n_half_layers + 1`` depths evenly spaced over
-   ``[d - trunc, d + trunc]`` (``d`` = the pixel's depth, depths measured along the optical axis) and
-   emits the block of each sample. With the layer spacing (along the ray) below one block edge, no block
-   can lie inside the band between two adjacent layers without touching one of them (a cube is at least
-   one edge wide in every direction), so away from depth discontinuities the band's blocks are found
-   exactly. Consecutive duplicate keys along an image row are dropped here; the hash map removes the rest.
+   valid pixel (of every ``stride_px``-th row and column) it samples the ray at ``2 * n_half_layers + 1``
+   depths evenly spaced over ``[d - trunc, d + trunc]`` (``d`` = the pixel's depth, depths measured along
+   the optical axis) and emits the block of each sample. With the layer spacing (along the ray) below one
+   block edge, no block can lie inside the band between two adjacent layers without touching one of them
+   (a cube is at least one edge wide in every direction), so away from depth discontinuities the band's
+   blocks are found exactly. Consecutive duplicate keys along an image row are dropped here; the hash map
+   removes the rest.
 2. :func:`integrate_blocks` updates every voxel of those blocks: project the voxel centre, take the
    nearest pixel's depth ``d``; with ``sdf = d - z`` (projective, along the optical axis), voxels with
    ``sdf >= -trunc`` get ``tsdf <- (tsdf * w + min(sdf, trunc)) / (w + 1)``, colour likewise (rounded),
@@ -92,7 +93,7 @@ def band_block_keys(
     for r in range(n_rows):
         offsets[r + 1] = offsets[r] + row_counts[r]
     out = np.empty(offsets[n_rows], np.int64)
-    for r in nb.prange(n_rows):
+    for r in range(n_rows):  # a few thousand keys: serial beats waking the thread pool again
         o = offsets[r]
         for i in range(row_counts[r]):
             out[o + i] = row_keys[r, i]

@@ -85,7 +85,7 @@ def max_ray_norm(intrinsics: Intrinsics) -> float:
 
 def band_layer_count(trunc_m: float, block_size_m: float, ray_norm: float) -> int:
     """Half the number of depth layers sampled per pixel so that layers are < one block apart along rays."""
-    return int(math.floor(trunc_m * ray_norm / block_size_m)) + 1
+    return math.floor(trunc_m * ray_norm / block_size_m) + 1
 
 
 class Integrator:

@@ -185,7 +185,6 @@ def mesh_blocks_kernel(
     g = bs + 1
     g3 = g * g * g
     nv = bs * bs * bs
-    e_per_block = np.int64(nv) * 3
     loc_t = np.empty((n, g3), np.float32)
     loc_c = np.empty((n, g3, 3), np.uint8)
     loc_owner = np.empty((n, g3), np.int64)  # global voxel id: owner block id * B^3 + voxel index

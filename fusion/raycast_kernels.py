@@ -8,10 +8,13 @@
    unallocated blocks are skipped to their exit, unobserved voxels are stepped over one voxel at a time,
    observed voxels advance by their TSDF value (at least one voxel; an overshoot of up to a voxel lands
    in the negative band behind the surface, which is several voxels thick, so it is still detected). At
-   the first change from + to - (a front face), the crossing is first guessed by linear interpolation of
-   the two nearest-voxel samples and refined by one Newton step on the trilinear TSDF (falling back to a
-   trilinear bracket + regula falsi for grazing rays); the normal is the gradient of the trilinear cell,
-   the colour its trilinear colour. Rays that reach their range or depth limit without a front face give depth 0.
+   the first change from + to - (a front face), the bracket is narrowed to half a voxel with
+   nearest-voxel reads, the crossing interpolated linearly and refined by Newton steps on the
+   trilinear TSDF (each at most one voxel; the TSDF is re-sampled after a step longer than
+   ``newton_tol`` voxels, up to 3 times, and regula falsi takes over where Newton fails); the normal
+   is the gradient of the trilinear cell, the colour that of the nearest voxel (where a cell corner is
+   unobserved: no Newton step, no normal, nearest colour). Rays that reach their range or depth limit
+   without a front face give depth 0.
 
 Block coordinates use arithmetic shifts, so the block size must be a power of two (see VolumeConfig).
 """
@@ -120,10 +123,10 @@ def block_range_map(
             zmin = z_clip
         if umax < -0.5 or vmax < -0.5 or umin > width - 0.5 or vmin > height - 0.5:
             continue
-        tx0 = max(0, int(math.floor((umin + 0.5) / tile)))
-        tx1 = min(n_tx - 1, int(math.floor((umax + 0.5) / tile)))
-        ty0 = max(0, int(math.floor((vmin + 0.5) / tile)))
-        ty1 = min(n_ty - 1, int(math.floor((vmax + 0.5) / tile)))
+        tx0 = max(0, math.floor((umin + 0.5) / tile))
+        tx1 = min(n_tx - 1, math.floor((umax + 0.5) / tile))
+        ty0 = max(0, math.floor((vmin + 0.5) / tile))
+        ty1 = min(n_ty - 1, math.floor((vmax + 0.5) / tile))
         for ty in range(ty0, ty1 + 1):
             for tx in range(tx0, tx1 + 1):
                 if zmin < near[ty, tx]:
@@ -151,10 +154,10 @@ def block_range_map(
             r = foot / z + 1.0
             if u + r < -0.5 or v + r < -0.5 or u - r > width - 0.5 or v - r > height - 0.5:
                 continue
-            sx_0 = max(0, int(math.floor((u - r + 0.5) / tile)))
-            sx_1 = min(n_tx - 1, int(math.floor((u + r + 0.5) / tile)))
-            sy_0 = max(0, int(math.floor((v - r + 0.5) / tile)))
-            sy_1 = min(n_ty - 1, int(math.floor((v + r + 0.5) / tile)))
+            sx_0 = max(0, math.floor((u - r + 0.5) / tile))
+            sx_1 = min(n_tx - 1, math.floor((u + r + 0.5) / tile))
+            sy_0 = max(0, math.floor((v - r + 0.5) / tile))
+            sy_1 = min(n_ty - 1, math.floor((v + r + 0.5) / tile))
             for ty in range(sy_0, sy_1 + 1):
                 for tx in range(sx_0, sx_1 + 1):
                     if z < near_surf[ty, tx]:
@@ -169,22 +172,24 @@ def block_range_map(
     return near, far
 
 
-@nb.njit(cache=True, fastmath=FASTMATH, inline="always")
-def _trilinear(
+def _trilinear_py(
     gx: float, gy: float, gz: float,
     tsdf: np.ndarray, weight: np.ndarray, color: np.ndarray,
     hash_keys: np.ndarray, hash_ids: np.ndarray, shift: int, min_weight: float,
-    out: np.ndarray,
+    out: np.ndarray, vals: np.ndarray, hint_key: np.int64, hint_id: np.int32,
 ) -> bool:
-    """Trilinear TSDF at voxel coordinates (gx, gy, gz); writes (f, df/dgx, df/dgy, df/dgz, r, g, b) to ``out``.
+    """Trilinear TSDF at voxel coordinates (gx, gy, gz).
 
-    Returns False when any of the 8 cell corners is unallocated or has weight < ``min_weight``.
+    Writes (f, df/dgx, df/dgy, df/dgz, r, g, b) to ``out`` (7,) float64, the colour being the nearest
+    corner's; ``vals`` (8,) float64 is scratch; ``hint_key``/``hint_id`` is a block the caller already
+    looked up (saves a hash lookup when the cell lies in it). Returns False when any of the 8 cell corners is
+    unallocated or has weight < ``min_weight``.
     """
     bs = 1 << shift
     m = bs - 1
-    x0 = int(math.floor(gx))
-    y0 = int(math.floor(gy))
-    z0 = int(math.floor(gz))
+    x0 = math.floor(gx)
+    y0 = math.floor(gy)
+    z0 = math.floor(gz)
     ax = gx - x0
     ay = gy - y0
     az = gz - z0
@@ -192,99 +197,114 @@ def _trilinear(
     single = (x0 & m) < m and (y0 & m) < m and (z0 & m) < m
     b0 = np.int32(-1)
     if single:
-        b0 = lookup(hash_keys, hash_ids, pack_key(x0 >> shift, y0 >> shift, z0 >> shift))
+        key0 = pack_key(x0 >> shift, y0 >> shift, z0 >> shift)
+        b0 = hint_id if key0 == hint_key else lookup(hash_keys, hash_ids, key0)
         if b0 < 0:
             return False
-    f = 0.0
-    dx = 0.0
-    dy = 0.0
-    dz = 0.0
-    r = 0.0
-    g = 0.0
-    bl = 0.0
+    last_key = np.int64(-1)
+    last_id = np.int32(-1)
+    c_near = (1 if ax >= 0.5 else 0) | (2 if ay >= 0.5 else 0) | (4 if az >= 0.5 else 0)
     for c in range(8):
-        ox = c & 1
-        oy = (c >> 1) & 1
-        oz = (c >> 2) & 1
-        vx = x0 + ox
-        vy = y0 + oy
-        vz = z0 + oz
+        vx = x0 + (c & 1)
+        vy = y0 + ((c >> 1) & 1)
+        vz = z0 + ((c >> 2) & 1)
         b = b0
         if not single:
-            b = lookup(hash_keys, hash_ids, pack_key(vx >> shift, vy >> shift, vz >> shift))
+            key = pack_key(vx >> shift, vy >> shift, vz >> shift)
+            if key != last_key:
+                last_key = key
+                last_id = lookup(hash_keys, hash_ids, key)
+            b = last_id
             if b < 0:
                 return False
         lin = (vx & m) + bs * ((vy & m) + bs * (vz & m))
         if weight[b, lin] < min_weight:
             return False
-        val = tsdf[b, lin]
-        wx = ax if ox else 1.0 - ax
-        wy = ay if oy else 1.0 - ay
-        wz = az if oz else 1.0 - az
-        wgt = wx * wy * wz
-        f += wgt * val
-        dx += (wy * wz * val) if ox else -(wy * wz * val)
-        dy += (wx * wz * val) if oy else -(wx * wz * val)
-        dz += (wx * wy * val) if oz else -(wx * wy * val)
-        r += wgt * color[b, lin, 0]
-        g += wgt * color[b, lin, 1]
-        bl += wgt * color[b, lin, 2]
-    out[0] = f
-    out[1] = dx
-    out[2] = dy
-    out[3] = dz
-    out[4] = r
-    out[5] = g
-    out[6] = bl
+        vals[c] = tsdf[b, lin]
+        if c == c_near:
+            out[4] = color[b, lin, 0]
+            out[5] = color[b, lin, 1]
+            out[6] = color[b, lin, 2]
+    v0, v1, v2, v3, v4, v5, v6, v7 = vals[0], vals[1], vals[2], vals[3], vals[4], vals[5], vals[6], vals[7]
+    bx_ = 1.0 - ax
+    by_ = 1.0 - ay
+    bz_ = 1.0 - az
+    out[0] = ((v0 * bx_ + v1 * ax) * by_ + (v2 * bx_ + v3 * ax) * ay) * bz_ + (
+        (v4 * bx_ + v5 * ax) * by_ + (v6 * bx_ + v7 * ax) * ay
+    ) * az
+    out[1] = ((v1 - v0) * by_ + (v3 - v2) * ay) * bz_ + ((v5 - v4) * by_ + (v7 - v6) * ay) * az
+    out[2] = ((v2 - v0) * bx_ + (v3 - v1) * ax) * bz_ + ((v6 - v4) * bx_ + (v7 - v5) * ax) * az
+    out[3] = ((v4 - v0) * bx_ + (v5 - v1) * ax) * by_ + ((v6 - v2) * bx_ + (v7 - v3) * ax) * ay
     return True
+
+
+_trilinear = nb.njit(cache=True, fastmath=FASTMATH)(_trilinear_py)
+"""Compiled once and called: used on the rare refinement paths (keeps compile time down)."""
+_trilinear_inline = nb.njit(fastmath=FASTMATH, inline="always")(_trilinear_py)
+"""Inlined into the caller (cached with it): used once per hit on the hot path."""
+
+
+@nb.njit(cache=True, fastmath=FASTMATH, inline="always")
+def _nearest(
+    gx: float, gy: float, gz: float, tsdf: np.ndarray, weight: np.ndarray, hash_keys: np.ndarray,
+    hash_ids: np.ndarray, shift: int, min_weight: float,
+) -> tuple[bool, float, int, int]:
+    """(observed, tsdf, block id, voxel index) of the voxel nearest to voxel coordinates (gx, gy, gz)."""
+    bs = 1 << shift
+    m = bs - 1
+    ix = math.floor(gx + 0.5)
+    iy = math.floor(gy + 0.5)
+    iz = math.floor(gz + 0.5)
+    b = lookup(hash_keys, hash_ids, pack_key(ix >> shift, iy >> shift, iz >> shift))
+    lin = (ix & m) + bs * ((iy & m) + bs * (iz & m))
+    if b < 0 or weight[b, lin] < min_weight:
+        return False, 0.0, b, lin
+    return True, tsdf[b, lin], b, lin
 
 
 @nb.njit(cache=True, fastmath=FASTMATH)
-def _refine_bracket(
-    t_a: float, t_b: float, dt_voxel: float, ox: float, oy: float, oz: float, dx: float, dy: float, dz: float,
+def _regula_falsi(
+    t_a: float, t_b: float, t_guess: float, ox: float, oy: float, oz: float, dx: float, dy: float, dz: float,
     tsdf: np.ndarray, weight: np.ndarray, color: np.ndarray, hash_keys: np.ndarray, hash_ids: np.ndarray,
-    shift: int, min_weight: float, voxel_size_m: float, out: np.ndarray,
-) -> bool:
-    """Zero of the trilinear TSDF between ray parameters t_a (front) and t_b (behind): bracket it with
-    half-voxel moves, then regula falsi. On success ``out`` holds the trilinear sample at the zero and
-    ``out[7]`` its ray parameter."""
-    ok_a = False
-    f_a = 0.0
-    for _ in range(3):
-        if _trilinear(ox + dx * t_a, oy + dy * t_a, oz + dz * t_a, tsdf, weight, color, hash_keys, hash_ids, shift,
-                      min_weight, out) and out[0] >= 0.0:
-            ok_a = True
-            f_a = out[0]
-            break
-        t_a -= 0.5 * dt_voxel
-    if not ok_a:
-        return False
+    shift: int, min_weight: float, out: np.ndarray, vals: np.ndarray, hint_key: np.int64, hint_id: np.int32,
+) -> float:
+    """Zero of the trilinear TSDF from the bracket [t_a, t_b] (extended forward up to 4 times its width while
+    the far end is still positive) by regula falsi (3 iterations); ``out`` is left holding the trilinear
+    sample at the returned parameter. Returns ``t_guess`` (with ``out`` re-sampled there) when the
+    bracket ends are unobserved or do not change sign."""
+    ok_a = _trilinear(ox + dx * t_a, oy + dy * t_a, oz + dz * t_a, tsdf, weight, color, hash_keys, hash_ids,
+                      shift, min_weight, out, vals, hint_key, hint_id)
+    f_a = out[0]
+    # the nearest-voxel bracket may end where the trilinear TSDF is still positive: extend it
+    step = t_b - t_a
     ok_b = False
     f_b = 0.0
-    for _ in range(3):
-        if _trilinear(ox + dx * t_b, oy + dy * t_b, oz + dz * t_b, tsdf, weight, color, hash_keys, hash_ids, shift,
-                      min_weight, out) and out[0] < 0.0:
-            ok_b = True
-            f_b = out[0]
+    for _ in range(4):
+        ok_b = _trilinear(ox + dx * t_b, oy + dy * t_b, oz + dz * t_b, tsdf, weight, color, hash_keys, hash_ids,
+                          shift, min_weight, out, vals, hint_key, hint_id)
+        f_b = out[0]
+        if not ok_b or f_b < 0.0:
             break
-        t_b += 0.5 * dt_voxel
-    if not ok_b:
-        return False
-    for _ in range(3):
-        t_hit = t_a + (t_b - t_a) * f_a / (f_a - f_b)
-        if not _trilinear(ox + dx * t_hit, oy + dy * t_hit, oz + dz * t_hit, tsdf, weight, color, hash_keys,
-                          hash_ids, shift, min_weight, out):
-            return False
-        out[7] = t_hit
-        if abs(out[0]) < 0.02 * voxel_size_m:
-            break
-        if out[0] >= 0.0:
-            t_a = t_hit
-            f_a = out[0]
-        else:
-            t_b = t_hit
-            f_b = out[0]
-    return True
+        t_a = t_b
+        f_a = f_b
+        t_b += step
+    t = t_guess
+    if ok_a and ok_b and f_a >= 0.0 > f_b:
+        for _ in range(3):
+            t = t_a + (t_b - t_a) * f_a / (f_a - f_b)
+            if not _trilinear(ox + dx * t, oy + dy * t, oz + dz * t, tsdf, weight, color, hash_keys, hash_ids,
+                              shift, min_weight, out, vals, hint_key, hint_id):
+                break
+            if out[0] >= 0.0:
+                t_a = t
+                f_a = out[0]
+            else:
+                t_b = t
+                f_b = out[0]
+        return t
+    _trilinear(ox + dx * t, oy + dy * t, oz + dz * t, tsdf, weight, color, hash_keys, hash_ids, shift,
+               min_weight, out, vals, hint_key, hint_id)
+    return t
 
 
 @nb.njit(parallel=True, cache=True, fastmath=FASTMATH)
@@ -308,6 +328,7 @@ def march(
     min_depth_m: float,
     max_depth_m: float,
     min_weight: float,
+    newton_tol: float,
     depth_out: np.ndarray,
     normal_out: np.ndarray,
     color_out: np.ndarray,
@@ -324,7 +345,8 @@ def march(
     oy = t_WC[1] * inv_s
     oz = t_WC[2] * inv_s
     for v in nb.prange(h):
-        out = np.zeros(8, np.float64)
+        out = np.zeros(7, np.float64)
+        vals = np.zeros(8, np.float64)
         ty = v // tile
         yr = (v - cy) / fy
         for u in range(w):
@@ -349,10 +371,11 @@ def march(
             cached_key = np.int64(-1)
             cached_id = np.int32(-1)
             hit = False
+            long_step = False
             while t <= t1:
-                ix = int(math.floor(ox + dx * t + 0.5))
-                iy = int(math.floor(oy + dy * t + 0.5))
-                iz = int(math.floor(oz + dz * t + 0.5))
+                ix = math.floor(ox + dx * t + 0.5)
+                iy = math.floor(oy + dy * t + 0.5)
+                iz = math.floor(oz + dz * t + 0.5)
                 bx = ix >> shift
                 by = iy >> shift
                 bz = iz >> shift
@@ -360,6 +383,14 @@ def march(
                 if key != cached_key:
                     cached_key = key
                     cached_id = lookup(hash_keys, hash_ids, key)
+                lin = (ix & m) + bs * ((iy & m) + bs * (iz & m))
+                left_band = cached_id < 0 or weight[cached_id, lin] < min_weight
+                if long_step and left_band:
+                    # a long step left the observed band: go back and walk it voxel by voxel
+                    t = prev_t + dt_voxel
+                    long_step = False
+                    continue
+                long_step = False
                 if cached_id < 0:
                     # jump to where the nearest voxel leaves this block
                     t_exit = np.inf
@@ -378,9 +409,10 @@ def march(
                     t = max(t_exit, t) + 1e-3 * dt_voxel
                     have_prev = False
                     continue
-                lin = (ix & m) + bs * ((iy & m) + bs * (iz & m))
                 if weight[cached_id, lin] < min_weight:
-                    have_prev = False
+                    # unobserved: a gap of up to two voxels between + and - still counts as a crossing
+                    if t - prev_t > 2.5 * dt_voxel:
+                        have_prev = False
                     t += dt_voxel
                     continue
                 f = tsdf[cached_id, lin] * inv_s  # voxels
@@ -390,26 +422,67 @@ def march(
                 have_prev = True
                 prev_f = f
                 prev_t = t
+                long_step = f > 1.5
                 t += max(f, 1.0) * dt_voxel
             if not hit:
                 continue
-            # first guess from the two nearest-voxel samples, then one Newton step on the trilinear TSDF
-            t_hit = prev_t + (t - prev_t) * prev_f / (prev_f - f)
-            found = _trilinear(ox + dx * t_hit, oy + dy * t_hit, oz + dz * t_hit, tsdf, weight, color, hash_keys,
-                               hash_ids, shift, min_weight, out)
-            if found:
-                slope = (out[1] * dx + out[2] * dy + out[3] * dz) * inv_s  # dF/dt, F in voxels
-                step = -(out[0] * inv_s) / slope if slope < 0.0 else np.inf
-                if abs(step) <= dt_voxel:
+            # narrow the bracket to half a voxel with nearest-voxel reads (the sphere-tracing step may
+            # have jumped several voxels), interpolate linearly, then one Newton step on the trilinear TSDF
+            f_a = prev_f
+            f_b = f
+            t_a = prev_t
+            t_b = t
+            tt = prev_t + 0.5 * dt_voxel if t - prev_t > 1.01 * dt_voxel else t_b
+            while tt < t_b:
+                ix = math.floor(ox + dx * tt + 0.5)
+                iy = math.floor(oy + dy * tt + 0.5)
+                iz = math.floor(oz + dz * tt + 0.5)
+                key = pack_key(ix >> shift, iy >> shift, iz >> shift)
+                if key != cached_key:
+                    cached_key = key
+                    cached_id = lookup(hash_keys, hash_ids, key)
+                lin = (ix & m) + bs * ((iy & m) + bs * (iz & m))
+                if cached_id >= 0 and weight[cached_id, lin] >= min_weight:
+                    fv = tsdf[cached_id, lin] * inv_s
+                    if fv < 0.0:
+                        t_b = tt
+                        f_b = fv
+                        break
+                    t_a = tt
+                    f_a = fv
+                tt += 0.5 * dt_voxel
+            t_hit = t_a + (t_b - t_a) * f_a / (f_a - f_b)
+            if _trilinear_inline(ox + dx * t_hit, oy + dy * t_hit, oz + dz * t_hit, tsdf, weight, color, hash_keys,
+                          hash_ids, shift, min_weight, out, vals, cached_key, cached_id):
+                newton_ok = True
+                for _ in range(3):  # Newton on the trilinear TSDF, re-sampled while steps exceed newton_tol
+                    slope = (out[1] * dx + out[2] * dy + out[3] * dz) * inv_s  # dF/dt, F in voxels
+                    step = -(out[0] * inv_s) / slope if slope < 0.0 else np.inf
+                    if abs(step) > dt_voxel:
+                        newton_ok = False
+                        break
                     t_hit += step
-                else:
-                    found = False
-            if not found:
-                # grazing ray or unobserved corner: bracket [t_a, t_b] with trilinear values, regula falsi
-                found = _refine_bracket(prev_t, t, dt_voxel, ox, oy, oz, dx, dy, dz, tsdf, weight, color, hash_keys,
-                                        hash_ids, shift, min_weight, s, out)
-                t_hit = out[7]
-            if not found or t_hit < min_depth_m or t_hit > max_depth_m:
+                    if abs(step) <= newton_tol * dt_voxel or not _trilinear(
+                        ox + dx * t_hit, oy + dy * t_hit, oz + dz * t_hit, tsdf, weight, color, hash_keys, hash_ids,
+                        shift, min_weight, out, vals, cached_key, cached_id,
+                    ):
+                        break
+                if not newton_ok and abs(out[0]) > 0.05 * s:
+                    # the TSDF is far from linear here (e.g. near a silhouette): regula falsi on the
+                    # trilinear values of the half-voxel bracket
+                    t_hit = _regula_falsi(t_a, t_b, t_hit, ox, oy, oz, dx, dy, dz, tsdf, weight, color, hash_keys,
+                                          hash_ids, shift, min_weight, out, vals, cached_key, cached_id)
+            else:
+                # a cell corner is unobserved: keep the interpolated depth, colour of the nearest voxel,
+                # no normal
+                _obs, fv, bb, ll = _nearest(ox + dx * t_hit, oy + dy * t_hit, oz + dz * t_hit, tsdf, weight,
+                                           hash_keys, hash_ids, shift, 0.0)
+                out[1] = 0.0
+                out[2] = 0.0
+                out[3] = 0.0
+                for k in range(3):
+                    out[4 + k] = color[bb, ll, k] if bb >= 0 else 0.0
+            if t_hit < min_depth_m or t_hit > max_depth_m:
                 continue
             depth_out[v, u] = t_hit
             gxw = out[1]

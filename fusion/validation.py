@@ -27,7 +27,7 @@ def check_pose(T: object, name: str = "T_W_C", max_abs_translation_m: float = ma
     T = np.ascontiguousarray(T, dtype=np.float64)
     if not np.all(np.isfinite(T)):
         raise ValueError(f"{name} has non-finite entries")
-    if not np.allclose(T[3], (0.0, 0.0, 0.0, 1.0), rtol=0.0, atol=1e-9):
+    if abs(T[3, 0]) > 1e-9 or abs(T[3, 1]) > 1e-9 or abs(T[3, 2]) > 1e-9 or abs(T[3, 3] - 1.0) > 1e-9:
         raise ValueError(f"{name} last row must be [0, 0, 0, 1], got {T[3].tolist()}")
     R = T[:3, :3]
     ortho_err = float(np.abs(R.T @ R - np.eye(3)).max())

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import os
 import sys
 from importlib.metadata import PackageNotFoundError, version
 
@@ -51,6 +52,8 @@ def main(argv: list[str] | None = None) -> int:
     if args[0] == "--version":
         print(f"depthslam {package_version()}")
         return 0
+    # numba's OpenMP threads must not busy-wait between kernels: the node's other stages share the CPU
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     name, rest = args[0], args[1:]
     entry = SUBCOMMANDS.get(name)
     if entry is None or importlib.util.find_spec(entry[0]) is None:

@@ -1,0 +1,94 @@
+"""The block hash map and voxel storage: allocation, lookup, growth, memory budget, validation."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from fusion.volume import TsdfVolume, VolumeConfig, pack_keys, unpack_keys
+
+
+def test_pack_unpack_round_trip_at_the_coordinate_limits() -> None:
+    keys = np.array([[0, 0, 0], [-1, 2, -3], [2**20 - 1, -(2**20), 5], [-(2**20), 2**20 - 1, -(2**20)]])
+    assert np.array_equal(unpack_keys(pack_keys(keys)), keys)
+    assert len(set(pack_keys(keys).tolist())) == len(keys)
+    with pytest.raises(ValueError, match="lie in"):
+        pack_keys(np.array([[2**20, 0, 0]]))
+    with pytest.raises(ValueError, match=r"\(N, 3\) integer"):
+        pack_keys(np.zeros((2, 3), np.float32))
+
+
+def test_allocate_finds_existing_blocks_and_dedups() -> None:
+    vol = TsdfVolume(VolumeConfig(initial_capacity_blocks=4))
+    keys = np.array([[0, 0, 0], [1, 0, 0], [0, 0, 0], [-5, 7, 2]])
+    res = vol.allocate(keys)
+    assert res.new_block_count == 3 and res.refused_block_count == 0
+    assert res.ids.tolist() == [0, 1, 2]
+    again = vol.allocate(np.array([[-5, 7, 2], [3, 3, 3]]))
+    assert again.ids.tolist() == [2, 3] and again.new_block_count == 1
+    assert vol.lookup(np.array([[1, 0, 0], [9, 9, 9], [3, 3, 3]])).tolist() == [1, -1, 3]
+    assert np.array_equal(vol.block_keys(), np.array([[0, 0, 0], [1, 0, 0], [-5, 7, 2], [3, 3, 3]]))
+
+
+def test_growth_keeps_data_and_hash_consistent() -> None:
+    vol = TsdfVolume(VolumeConfig(initial_capacity_blocks=2))
+    rng = np.random.default_rng(0)
+    keys = np.unique(rng.integers(-50, 50, size=(5000, 3)), axis=0)
+    first = vol.allocate(keys[:10])
+    vol.tsdf[first.ids] = 0.25
+    vol.weight[first.ids] = 3.0
+    vol.allocate(keys)  # many reallocations of storage and table
+    assert vol.block_count == len(keys)
+    assert np.array_equal(vol.lookup(keys), np.arange(len(keys)))
+    assert np.all(vol.tsdf[:10] == 0.25) and np.all(vol.weight[:10] == 3.0)
+    assert np.all(vol.weight[10 : len(keys)] == 0.0)
+    assert vol.hash_ids.shape[0] >= 2 * len(keys)
+    assert vol.capacity_blocks <= 2 * len(keys)
+
+
+def test_memory_budget_refuses_new_blocks_and_keeps_the_map() -> None:
+    vol = TsdfVolume(VolumeConfig(max_blocks=5, initial_capacity_blocks=2))
+    res = vol.allocate(np.array([[i, 0, 0] for i in range(3)]))
+    vol.tsdf[res.ids] = 0.5
+    vol.weight[res.ids] = 2.0
+    res2 = vol.allocate(np.array([[0, 0, 0], [10, 0, 0], [11, 0, 0], [12, 0, 0], [12, 0, 0], [13, 0, 0]]))
+    assert vol.block_count == 5 and vol.is_full
+    assert res2.new_block_count == 2
+    assert res2.refused_block_count == 2  # [12, 0, 0] (asked twice) and [13, 0, 0]
+    assert res2.ids.tolist() == [0, 3, 4]
+    assert np.all(vol.tsdf[:3] == 0.5) and np.all(vol.weight[:3] == 2.0)
+    assert vol.lookup(np.array([[12, 0, 0], [13, 0, 0]])).tolist() == [-1, -1]
+    assert vol.capacity_blocks == 5
+
+
+def test_clear_and_from_blocks() -> None:
+    cfg = VolumeConfig(voxel_size_m=0.05, block_size_vox=4)
+    v = cfg.voxels_per_block
+    keys = np.array([[1, 2, 3], [-1, 0, 0]], np.int32)
+    tsdf = np.full((2, v), 0.1, np.float32)
+    weight = np.ones((2, v), np.float32)
+    color = np.zeros((2, v, 3), np.uint8)
+    vol = TsdfVolume.from_blocks(cfg, keys, tsdf, weight, color)
+    assert vol.lookup(keys).tolist() == [0, 1]
+    with pytest.raises(ValueError, match="not distinct"):
+        TsdfVolume.from_blocks(cfg, np.array([[0, 0, 0], [0, 0, 0]]), tsdf, weight, color)
+    with pytest.raises(ValueError, match="tsdf must be"):
+        TsdfVolume.from_blocks(cfg, keys, tsdf[:, :3], weight, color)
+    vol.clear()
+    assert vol.block_count == 0 and vol.lookup(keys).tolist() == [-1, -1]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"voxel_size_m": 0.0}, "voxel_size_m"),
+        ({"voxel_size_m": float("nan")}, "voxel_size_m"),
+        ({"block_size_vox": 6}, "block_size_vox"),
+        ({"block_size_vox": 64}, "block_size_vox"),
+        ({"max_blocks": 0}, "max_blocks"),
+        ({"initial_capacity_blocks": 0}, "initial_capacity_blocks"),
+    ],
+)
+def test_volume_config_rejects_bad_values(kwargs: dict, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        VolumeConfig(**kwargs)
