@@ -106,6 +106,9 @@ def test_two_sharded_workers_and_reorder() -> None:
             for i in range(8):
                 frames.publish("frames", _rgbd(i))
             arrivals = [depth.recv(timeout_s=5.0) for _ in range(8)]
+            deadline = time.monotonic() + 10.0  # each worker also sees (and skips) the other's frames
+            while any(w.stats.received < 8 for w in workers) and time.monotonic() < deadline:
+                time.sleep(0.01)
         finally:
             for w in workers:
                 w.stop()
