@@ -382,6 +382,53 @@ class RerunSink:
         self.view.close()
 
 
+class ThreadedSink:
+    """Runs a slow sink (e.g. the Rerun view) in its own thread so it never slows the mapping stage.
+
+    Per-frame updates are dropped (and counted in ``dropped_steps``) when ``max_pending`` are waiting;
+    mesh updates are never dropped (they carry map state).
+    """
+
+    def __init__(self, inner: MapSink, max_pending: int = 8) -> None:
+        import queue
+
+        self.inner = inner
+        self.dropped_steps = 0
+        self._queue: queue.Queue[tuple[str, tuple[object, ...]] | None] = queue.Queue()
+        self._pending_steps = 0
+        self._max_pending = max_pending
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._run, name="sink", daemon=True)
+        self._thread.start()
+
+    def on_step(self, frame: DepthFrame, step: MapStep) -> None:
+        with self._lock:
+            if self._pending_steps >= self._max_pending:
+                self.dropped_steps += 1
+                return
+            self._pending_steps += 1
+        self._queue.put(("step", (frame, step)))
+
+    def on_mesh(self, blocks: Sequence[MeshBlock], frame_id: int, stamp_ns: int) -> None:
+        self._queue.put(("mesh", (blocks, frame_id, stamp_ns)))
+
+    def _run(self) -> None:
+        while (item := self._queue.get()) is not None:
+            kind, payload = item
+            if kind == "step":
+                with self._lock:
+                    self._pending_steps -= 1
+                self.inner.on_step(*payload)  # type: ignore[arg-type]
+            else:
+                self.inner.on_mesh(*payload)  # type: ignore[arg-type]
+
+    def close(self) -> None:
+        """Deliver everything queued, then close the inner sink."""
+        self._queue.put(None)
+        self._thread.join()
+        self.inner.close()
+
+
 class MapTopicSink:
     """Publishes poses and changed mesh blocks on the map topic (late joiners get snapshots)."""
 

@@ -78,6 +78,8 @@ class RerunViewConfig:
     """Recording id; None = a fresh random one. Give several processes the same id to log into one recording."""
     log_depth: bool = True
     """Log the metric depth image under world/camera/depth."""
+    depth_as_mm: bool = False
+    """Log depth as uint16 millimetres (half the size of float32 metres; depths beyond 65.5 m become 0)."""
     log_images: bool = True
     """Log the colour image under world/camera/image."""
     image_every_n: int = 1
@@ -295,6 +297,14 @@ class RerunView:
             )
             self._intrinsics = intrinsics
 
+    def _depth_archetype(self, depth_m: np.ndarray) -> object:
+        rr = self._rr
+        if not self.config.depth_as_mm:
+            return rr.DepthImage(depth_m, meter=1.0)
+        mm = np.nan_to_num(depth_m * 1000.0, nan=0.0, posinf=0.0, neginf=0.0)
+        mm[(mm < 0) | (mm > 65535)] = 0
+        return rr.DepthImage(np.round(mm).astype(np.uint16), meter=1000.0)
+
     def log_frame(
         self,
         frame_id: int,
@@ -342,7 +352,7 @@ class RerunView:
                 if image is not None and self.config.log_images:
                     rec.log("world/camera/image", self._colour_archetype(image))
                 if depth_m is not None and self.config.log_depth:
-                    rec.log("world/camera/depth", rr.DepthImage(depth_m, meter=1.0))
+                    rec.log("world/camera/depth", self._depth_archetype(depth_m))
             self._frames_logged += 1
             self._log_trajectory(T_W_C[:3, 3].copy(), state)
             if state != self._last_state:

@@ -112,7 +112,7 @@ def _make_tracker() -> Any:
 
 
 def make_sinks(args: argparse.Namespace, out_dir: Path) -> list[MapSink]:
-    from stream.node import MapTopicSink, RerunSink
+    from stream.node import MapTopicSink, RerunSink, ThreadedSink
 
     sinks: list[MapSink] = []
     if args.viewer == "serve" and not args.allow_remote:
@@ -122,9 +122,10 @@ def make_sinks(args: argparse.Namespace, out_dir: Path) -> list[MapSink]:
         from stream.rerun_view import RerunView, RerunViewConfig
 
         out_dir.mkdir(parents=True, exist_ok=True)
-        sinks.append(RerunSink(RerunView(RerunViewConfig(
+        sinks.append(ThreadedSink(RerunSink(RerunView(RerunViewConfig(
             mode=args.viewer, rrd_path=out_dir / "recording.rrd", connect_url=args.connect_url, image_every_n=5,
-        ))))
+            depth_as_mm=True,
+        )))))
     if args.map_pub:
         from stream.map_topic import MapPublisher, MapTopicConfig
 

@@ -434,3 +434,14 @@ def test_bad_inputs_raise_clear_errors(tmp_path: Path) -> None:
         view.log_status("late")
     # the file is complete: exactly the one good frame was recorded
     assert len(Recording(tmp_path / "bad.rrd").rows("/world/camera", "Transform3D:translation")) == 1
+
+
+def test_depth_as_millimetres(tmp_path: Path) -> None:
+    """depth_as_mm logs uint16 millimetres with meter=1000: half the bytes, within 0.5 mm, invalid stays 0."""
+    rec = _run_frames(tmp_path / "mm.rrd", 2, image_every_n=1, depth_as_mm=True)
+    rows = rec.rows("/world/camera/depth", "DepthImage:buffer")
+    assert len(rows) == 2
+    mm = np.frombuffer(bytes(rows[1].value[0]), np.uint16).reshape(H, W)
+    truth = _depth(1)
+    np.testing.assert_allclose(mm / 1000.0, np.where(np.isfinite(truth) & (truth > 0), truth, 0.0), atol=5e-4)
+    assert {r.value[0] for r in rec.rows("/world/camera/depth", "DepthImage:meter")} == {1000.0}
