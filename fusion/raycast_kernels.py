@@ -12,9 +12,10 @@
    nearest-voxel reads, the crossing interpolated linearly and refined by Newton steps on the
    trilinear TSDF (each at most one voxel; the TSDF is re-sampled after a step longer than
    ``newton_tol`` voxels, up to 3 times, and regula falsi takes over where Newton fails); the normal
-   is the gradient of the trilinear cell, the colour that of the nearest voxel (where a cell corner is
-   unobserved: no Newton step, no normal, nearest colour). Rays that reach their range or depth limit
-   without a front face give depth 0.
+   is the gradient of the trilinear cell at the final depth, the colour that of the cell corner nearest
+   to it (where a cell corner is unobserved: no Newton step, no normal, nearest colour). Trilinear
+   samples go through a one-cell cache (:func:`_sample`): re-samples inside the same cell read no voxels.
+   Rays that reach their range or depth limit without a front face give depth 0.
 
 Block coordinates use arithmetic shifts, so the block size must be a power of two (see VolumeConfig).
 """
@@ -172,59 +173,94 @@ def block_range_map(
     return near, far
 
 
-def _trilinear_py(
+@nb.njit(cache=True, fastmath=FASTMATH, inline="always")
+def _sample(
     gx: float, gy: float, gz: float,
-    tsdf: np.ndarray, weight: np.ndarray, color: np.ndarray,
-    hash_keys: np.ndarray, hash_ids: np.ndarray, shift: int, min_weight: float,
-    out: np.ndarray, vals: np.ndarray, hint_key: np.int64, hint_id: np.int32,
+    tsdf: np.ndarray, weight: np.ndarray, hash_keys: np.ndarray, hash_ids: np.ndarray, shift: int,
+    min_weight: float, cell: np.ndarray, vals: np.ndarray, corner_id: np.ndarray, corner_lin: np.ndarray,
+    out: np.ndarray, hint_key: np.int64, hint_id: np.int32,
 ) -> bool:
-    """Trilinear TSDF at voxel coordinates (gx, gy, gz).
+    """Trilinear TSDF at voxel coordinates (gx, gy, gz), through a one-cell cache.
 
-    Writes (f, df/dgx, df/dgy, df/dgz, r, g, b) to ``out`` (7,) float64, the colour being the nearest
-    corner's; ``vals`` (8,) float64 is scratch; ``hint_key``/``hint_id`` is a block the caller already
-    looked up (saves a hash lookup when the cell lies in it). Returns False when any of the 8 cell corners is
-    unallocated or has weight < ``min_weight``.
+    The cache is ``cell`` (7,) int64: lower corner (x0, y0, z0) of the last cell loaded with all 8
+    corners observed, a flag (1 = valid), and the lower corner of the last cell found to have an
+    unobserved or unallocated corner; ``vals`` (8,) float64 its corner TSDF values, ``corner_id`` (16,)
+    int32 and ``corner_lin`` (16,) int64 where each corner lives (block id, voxel index; the second
+    halves are scratch). A cell that
+    fails to load leaves the cache of the last good cell untouched. ``hint_key``/``hint_id`` is a block
+    the caller already looked up (saves a hash lookup when the cell lies in it).
+
+    Writes (f, df/dgx, df/dgy, df/dgz) to ``out[0:4]`` and returns True, or returns False (``out``
+    untouched) when any of the 8 cell corners is unallocated or has weight < ``min_weight``.
     """
-    bs = 1 << shift
-    m = bs - 1
     x0 = math.floor(gx)
     y0 = math.floor(gy)
     z0 = math.floor(gz)
-    ax = gx - x0
-    ay = gy - y0
-    az = gz - z0
-    # the cell lies in one block unless its lower corner is on the block's last voxel along some axis
-    single = (x0 & m) < m and (y0 & m) < m and (z0 & m) < m
-    b0 = np.int32(-1)
-    if single:
-        key0 = pack_key(x0 >> shift, y0 >> shift, z0 >> shift)
-        b0 = hint_id if key0 == hint_key else lookup(hash_keys, hash_ids, key0)
-        if b0 < 0:
+    if not (cell[3] == 1 and x0 == cell[0] and y0 == cell[1] and z0 == cell[2]):
+        if x0 == cell[4] and y0 == cell[5] and z0 == cell[6]:
             return False
-    last_key = np.int64(-1)
-    last_id = np.int32(-1)
-    c_near = (1 if ax >= 0.5 else 0) | (2 if ay >= 0.5 else 0) | (4 if az >= 0.5 else 0)
-    for c in range(8):
-        vx = x0 + (c & 1)
-        vy = y0 + ((c >> 1) & 1)
-        vz = z0 + ((c >> 2) & 1)
-        b = b0
-        if not single:
-            key = pack_key(vx >> shift, vy >> shift, vz >> shift)
-            if key != last_key:
-                last_key = key
-                last_id = lookup(hash_keys, hash_ids, key)
-            b = last_id
-            if b < 0:
+        bs = 1 << shift
+        m = bs - 1
+        # the cell lies in one block unless its lower corner is on the block's last voxel along some axis
+        single = (x0 & m) < m and (y0 & m) < m and (z0 & m) < m
+        b0 = np.int32(-1)
+        if single:
+            key0 = pack_key(x0 >> shift, y0 >> shift, z0 >> shift)
+            b0 = hint_id if key0 == hint_key else lookup(hash_keys, hash_ids, key0)
+            if b0 < 0:
+                cell[4] = x0
+                cell[5] = y0
+                cell[6] = z0
                 return False
-        lin = (vx & m) + bs * ((vy & m) + bs * (vz & m))
-        if weight[b, lin] < min_weight:
-            return False
-        vals[c] = tsdf[b, lin]
-        if c == c_near:
-            out[4] = color[b, lin, 0]
-            out[5] = color[b, lin, 1]
-            out[6] = color[b, lin, 2]
+            base = (x0 & m) + bs * ((y0 & m) + bs * (z0 & m))
+            for c in range(8):
+                lin = base + (c & 1) + bs * (((c >> 1) & 1) + bs * ((c >> 2) & 1))
+                if weight[b0, lin] < min_weight:
+                    cell[4] = x0
+                    cell[5] = y0
+                    cell[6] = z0
+                    return False
+            cell[3] = 1
+            for c in range(8):
+                lin = base + (c & 1) + bs * (((c >> 1) & 1) + bs * ((c >> 2) & 1))
+                vals[c] = tsdf[b0, lin]
+                corner_id[c] = b0
+                corner_lin[c] = lin
+        else:
+            last_key = np.int64(-1)
+            last_id = np.int32(-1)
+            for c in range(8):
+                vx = x0 + (c & 1)
+                vy = y0 + ((c >> 1) & 1)
+                vz = z0 + ((c >> 2) & 1)
+                key = pack_key(vx >> shift, vy >> shift, vz >> shift)
+                if key != last_key:
+                    last_key = key
+                    last_id = hint_id if key == hint_key else lookup(hash_keys, hash_ids, key)
+                lin = (vx & m) + bs * ((vy & m) + bs * (vz & m))
+                if last_id < 0 or weight[last_id, lin] < min_weight:
+                    cell[4] = x0
+                    cell[5] = y0
+                    cell[6] = z0
+                    return False
+                corner_id[8 + c] = last_id  # scratch half: the cached cell survives a failed load
+                corner_lin[8 + c] = lin
+            cell[3] = 1
+            for c in range(8):
+                corner_id[c] = corner_id[8 + c]
+                corner_lin[c] = corner_lin[8 + c]
+                vals[c] = tsdf[corner_id[c], corner_lin[c]]
+        cell[0] = x0
+        cell[1] = y0
+        cell[2] = z0
+    _eval_cell(gx - x0, gy - y0, gz - z0, vals, out)
+    return True
+
+
+@nb.njit(cache=True, fastmath=FASTMATH, inline="always")
+def _eval_cell(ax: float, ay: float, az: float, vals: np.ndarray, out: np.ndarray) -> None:
+    """Trilinear value and gradient at cell fractions (ax, ay, az) of corner values ``vals`` (8,) (corner c
+    at offset (c & 1, c >> 1 & 1, c >> 2 & 1)) -> ``out[0:4]``."""
     v0, v1, v2, v3, v4, v5, v6, v7 = vals[0], vals[1], vals[2], vals[3], vals[4], vals[5], vals[6], vals[7]
     bx_ = 1.0 - ax
     by_ = 1.0 - ay
@@ -235,13 +271,6 @@ def _trilinear_py(
     out[1] = ((v1 - v0) * by_ + (v3 - v2) * ay) * bz_ + ((v5 - v4) * by_ + (v7 - v6) * ay) * az
     out[2] = ((v2 - v0) * bx_ + (v3 - v1) * ax) * bz_ + ((v6 - v4) * bx_ + (v7 - v5) * ax) * az
     out[3] = ((v4 - v0) * bx_ + (v5 - v1) * ax) * by_ + ((v6 - v2) * bx_ + (v7 - v3) * ax) * ay
-    return True
-
-
-_trilinear = nb.njit(cache=True, fastmath=FASTMATH)(_trilinear_py)
-"""Compiled once and called: used on the rare refinement paths (keeps compile time down)."""
-_trilinear_inline = nb.njit(fastmath=FASTMATH, inline="always")(_trilinear_py)
-"""Inlined into the caller (cached with it): used once per hit on the hot path."""
 
 
 @nb.njit(cache=True, fastmath=FASTMATH, inline="always")
@@ -265,23 +294,24 @@ def _nearest(
 @nb.njit(cache=True, fastmath=FASTMATH)
 def _regula_falsi(
     t_a: float, t_b: float, t_guess: float, ox: float, oy: float, oz: float, dx: float, dy: float, dz: float,
-    tsdf: np.ndarray, weight: np.ndarray, color: np.ndarray, hash_keys: np.ndarray, hash_ids: np.ndarray,
-    shift: int, min_weight: float, out: np.ndarray, vals: np.ndarray, hint_key: np.int64, hint_id: np.int32,
+    tsdf: np.ndarray, weight: np.ndarray, hash_keys: np.ndarray, hash_ids: np.ndarray, shift: int,
+    min_weight: float, cell: np.ndarray, vals: np.ndarray, corner_id: np.ndarray, corner_lin: np.ndarray,
+    out: np.ndarray, hint_key: np.int64, hint_id: np.int32,
 ) -> float:
     """Zero of the trilinear TSDF from the bracket [t_a, t_b] (extended forward up to 4 times its width while
-    the far end is still positive) by regula falsi (3 iterations); ``out`` is left holding the trilinear
-    sample at the returned parameter. Returns ``t_guess`` (with ``out`` re-sampled there) when the
+    the far end is still positive) by regula falsi (3 iterations); ``out`` and the cell cache (see
+    :func:`_sample`) are left holding the last successful trilinear sample. Returns ``t_guess`` when the
     bracket ends are unobserved or do not change sign."""
-    ok_a = _trilinear(ox + dx * t_a, oy + dy * t_a, oz + dz * t_a, tsdf, weight, color, hash_keys, hash_ids,
-                      shift, min_weight, out, vals, hint_key, hint_id)
+    ok_a = _sample(ox + dx * t_a, oy + dy * t_a, oz + dz * t_a, tsdf, weight, hash_keys, hash_ids, shift,
+                   min_weight, cell, vals, corner_id, corner_lin, out, hint_key, hint_id)
     f_a = out[0]
     # the nearest-voxel bracket may end where the trilinear TSDF is still positive: extend it
     step = t_b - t_a
     ok_b = False
     f_b = 0.0
     for _ in range(4):
-        ok_b = _trilinear(ox + dx * t_b, oy + dy * t_b, oz + dz * t_b, tsdf, weight, color, hash_keys, hash_ids,
-                          shift, min_weight, out, vals, hint_key, hint_id)
+        ok_b = _sample(ox + dx * t_b, oy + dy * t_b, oz + dz * t_b, tsdf, weight, hash_keys, hash_ids, shift,
+                       min_weight, cell, vals, corner_id, corner_lin, out, hint_key, hint_id)
         f_b = out[0]
         if not ok_b or f_b < 0.0:
             break
@@ -292,8 +322,8 @@ def _regula_falsi(
     if ok_a and ok_b and f_a >= 0.0 > f_b:
         for _ in range(3):
             t = t_a + (t_b - t_a) * f_a / (f_a - f_b)
-            if not _trilinear(ox + dx * t, oy + dy * t, oz + dz * t, tsdf, weight, color, hash_keys, hash_ids,
-                              shift, min_weight, out, vals, hint_key, hint_id):
+            if not _sample(ox + dx * t, oy + dy * t, oz + dz * t, tsdf, weight, hash_keys, hash_ids, shift,
+                           min_weight, cell, vals, corner_id, corner_lin, out, hint_key, hint_id):
                 break
             if out[0] >= 0.0:
                 t_a = t
@@ -302,8 +332,8 @@ def _regula_falsi(
                 t_b = t
                 f_b = out[0]
         return t
-    _trilinear(ox + dx * t, oy + dy * t, oz + dz * t, tsdf, weight, color, hash_keys, hash_ids, shift,
-               min_weight, out, vals, hint_key, hint_id)
+    _sample(ox + dx * t, oy + dy * t, oz + dz * t, tsdf, weight, hash_keys, hash_ids, shift, min_weight, cell,
+            vals, corner_id, corner_lin, out, hint_key, hint_id)
     return t
 
 
@@ -345,8 +375,11 @@ def march(
     oy = t_WC[1] * inv_s
     oz = t_WC[2] * inv_s
     for v in nb.prange(h):
-        out = np.zeros(7, np.float64)
+        out = np.zeros(4, np.float64)
         vals = np.zeros(8, np.float64)
+        cell = np.zeros(7, np.int64)
+        corner_id = np.zeros(16, np.int32)
+        corner_lin = np.zeros(16, np.int64)
         ty = v // tile
         yr = (v - cy) / fy
         for u in range(w):
@@ -452,8 +485,16 @@ def march(
                     f_a = fv
                 tt += 0.5 * dt_voxel
             t_hit = t_a + (t_b - t_a) * f_a / (f_a - f_b)
-            if _trilinear_inline(ox + dx * t_hit, oy + dy * t_hit, oz + dz * t_hit, tsdf, weight, color, hash_keys,
-                          hash_ids, shift, min_weight, out, vals, cached_key, cached_id):
+            cell[3] = 0
+            cell[4] = -(1 << 40)  # no failed cell yet
+            c_r = 0.0
+            c_g = 0.0
+            c_b = 0.0
+            gxw = 0.0
+            gyw = 0.0
+            gzw = 0.0
+            if _sample(ox + dx * t_hit, oy + dy * t_hit, oz + dz * t_hit, tsdf, weight, hash_keys, hash_ids, shift,
+                       min_weight, cell, vals, corner_id, corner_lin, out, cached_key, cached_id):
                 newton_ok = True
                 for _ in range(3):  # Newton on the trilinear TSDF, re-sampled while steps exceed newton_tol
                     slope = (out[1] * dx + out[2] * dy + out[3] * dz) * inv_s  # dF/dt, F in voxels
@@ -462,36 +503,48 @@ def march(
                         newton_ok = False
                         break
                     t_hit += step
-                    if abs(step) <= newton_tol * dt_voxel or not _trilinear(
-                        ox + dx * t_hit, oy + dy * t_hit, oz + dz * t_hit, tsdf, weight, color, hash_keys, hash_ids,
-                        shift, min_weight, out, vals, cached_key, cached_id,
+                    if abs(step) <= newton_tol * dt_voxel or not _sample(
+                        ox + dx * t_hit, oy + dy * t_hit, oz + dz * t_hit, tsdf, weight, hash_keys, hash_ids,
+                        shift, min_weight, cell, vals, corner_id, corner_lin, out, cached_key, cached_id,
                     ):
                         break
                 if not newton_ok and abs(out[0]) > 0.05 * s:
                     # the TSDF is far from linear here (e.g. near a silhouette): regula falsi on the
                     # trilinear values of the half-voxel bracket
-                    t_hit = _regula_falsi(t_a, t_b, t_hit, ox, oy, oz, dx, dy, dz, tsdf, weight, color, hash_keys,
-                                          hash_ids, shift, min_weight, out, vals, cached_key, cached_id)
+                    t_hit = _regula_falsi(t_a, t_b, t_hit, ox, oy, oz, dx, dy, dz, tsdf, weight, hash_keys,
+                                          hash_ids, shift, min_weight, cell, vals, corner_id, corner_lin, out,
+                                          cached_key, cached_id)
+                # normal and colour from the last observed cell, at the final point clamped into it
+                ax = min(max(ox + dx * t_hit - cell[0], 0.0), 1.0)
+                ay = min(max(oy + dy * t_hit - cell[1], 0.0), 1.0)
+                az = min(max(oz + dz * t_hit - cell[2], 0.0), 1.0)
+                _eval_cell(ax, ay, az, vals, out)
+                gxw = out[1]
+                gyw = out[2]
+                gzw = out[3]
+                c_near = (1 if ax >= 0.5 else 0) | (2 if ay >= 0.5 else 0) | (4 if az >= 0.5 else 0)
+                bb = corner_id[c_near]
+                ll = corner_lin[c_near]
+                c_r = color[bb, ll, 0]
+                c_g = color[bb, ll, 1]
+                c_b = color[bb, ll, 2]
             else:
                 # a cell corner is unobserved: keep the interpolated depth, colour of the nearest voxel,
                 # no normal
                 _obs, fv, bb, ll = _nearest(ox + dx * t_hit, oy + dy * t_hit, oz + dz * t_hit, tsdf, weight,
                                            hash_keys, hash_ids, shift, 0.0)
-                out[1] = 0.0
-                out[2] = 0.0
-                out[3] = 0.0
-                for k in range(3):
-                    out[4 + k] = color[bb, ll, k] if bb >= 0 else 0.0
+                if bb >= 0:
+                    c_r = color[bb, ll, 0]
+                    c_g = color[bb, ll, 1]
+                    c_b = color[bb, ll, 2]
             if t_hit < min_depth_m or t_hit > max_depth_m:
                 continue
             depth_out[v, u] = t_hit
-            gxw = out[1]
-            gyw = out[2]
-            gzw = out[3]
             norm = math.sqrt(gxw * gxw + gyw * gyw + gzw * gzw)
             if norm > 0.0:
                 # world gradient -> camera frame (R_CW = R_WC^T)
                 for k in range(3):
                     normal_out[v, u, k] = (R_WC[0, k] * gxw + R_WC[1, k] * gyw + R_WC[2, k] * gzw) / norm
-            for k in range(3):
-                color_out[v, u, k] = np.uint8(min(255.0, out[4 + k] + 0.5))
+            color_out[v, u, 0] = np.uint8(min(255.0, c_r + 0.5))
+            color_out[v, u, 1] = np.uint8(min(255.0, c_g + 0.5))
+            color_out[v, u, 2] = np.uint8(min(255.0, c_b + 0.5))
