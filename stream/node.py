@@ -385,11 +385,11 @@ class RerunSink:
 class ThreadedSink:
     """Runs a slow sink (e.g. the Rerun view) in its own thread so it never slows the mapping stage.
 
-    Per-frame updates are dropped (and counted in ``dropped_steps``) when ``max_pending`` are waiting;
-    mesh updates are never dropped (they carry map state).
+    Per-frame updates are dropped (and counted in ``dropped_steps``) when ``max_pending`` are waiting
+    (``None``: never, for lossless runs); mesh updates are never dropped (they carry map state).
     """
 
-    def __init__(self, inner: MapSink, max_pending: int = 8) -> None:
+    def __init__(self, inner: MapSink, max_pending: int | None = 8) -> None:
         import queue
 
         self.inner = inner
@@ -403,7 +403,7 @@ class ThreadedSink:
 
     def on_step(self, frame: DepthFrame, step: MapStep) -> None:
         with self._lock:
-            if self._pending_steps >= self._max_pending:
+            if self._max_pending is not None and self._pending_steps >= self._max_pending:
                 self.dropped_steps += 1
                 return
             self._pending_steps += 1
