@@ -125,7 +125,7 @@ def make_sinks(args: argparse.Namespace, out_dir: Path) -> list[MapSink]:
         sinks.append(ThreadedSink(RerunSink(RerunView(RerunViewConfig(
             mode=args.viewer, rrd_path=out_dir / "recording.rrd", connect_url=args.connect_url, image_every_n=5,
             depth_as_mm=True,
-        )), max_pending=None if args.mode == "lossless" else 8))
+        ))), max_pending=None if args.mode == "lossless" else 8))
     if args.map_pub:
         from stream.map_topic import MapPublisher, MapTopicConfig
 
