@@ -445,3 +445,40 @@ def test_depth_as_millimetres(tmp_path: Path) -> None:
     truth = _depth(1)
     np.testing.assert_allclose(mm / 1000.0, np.where(np.isfinite(truth) & (truth > 0), truth, 0.0), atol=5e-4)
     assert {r.value[0] for r in rec.rows("/world/camera/depth", "DepthImage:meter")} == {1000.0}
+
+
+def test_connect_mode_streams_to_a_running_rerun_on_loopback(tmp_path: Path) -> None:
+    """--viewer connect: a real `rerun` process (headless: it saves what it receives) on 127.0.0.1 gets the frames."""
+    import shutil
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    exe = shutil.which("rerun") or str(Path(sys.executable).with_name("rerun"))
+    if not Path(exe).exists():
+        pytest.skip("the rerun executable of rerun-sdk is not installed")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    received = tmp_path / "received.rrd"
+    server = subprocess.Popen([exe, "--bind", "127.0.0.1", "--port", str(port), "--save", str(received)],
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        assert server.stdout is not None
+        deadline = time.monotonic() + 60
+        while "Listening for gRPC" not in server.stdout.readline():
+            assert time.monotonic() < deadline and server.poll() is None, "rerun did not start"
+        with RerunView(RerunViewConfig(mode="connect", connect_url=f"rerun+http://127.0.0.1:{port}/proxy")) as view:
+            view.log_intrinsics(K)
+            for i in range(5):
+                view.log_frame(i, i * 1000, _pose(i), _image(i), _depth(i), TrackingState.TRACKING)
+        time.sleep(1.0)
+    finally:
+        server.terminate()
+        server.wait(30)
+    rec = Recording(received)
+    translations = rec.rows("/world/camera", "Transform3D:translation")
+    assert [r.frame for r in translations] == list(range(5))
+    np.testing.assert_allclose(translations[-1].value[0], _pose(4)[:3, 3], atol=TOL)
+    assert len(rec.rows("/world/camera", "Pinhole:image_from_camera", static=True)) == 1
