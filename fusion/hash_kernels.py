@@ -7,6 +7,10 @@ power-of-two capacity and linear probing. The caller keeps the load factor at or
 what guarantees that every probe sequence ends at an empty slot.
 
 No Python objects, no dicts: every function here is ``@njit(cache=True)``.
+
+Numba's on-disk cache stores a caller's machine code with these functions compiled into it and checks only
+the caller's own source file, so a change here (e.g. to :func:`_slot`) must come with a change to every
+module whose kernels call them (``mesh_kernels``, ``raycast_kernels``), or stale caches keep the old hash.
 """
 
 from __future__ import annotations
@@ -26,7 +30,8 @@ FASTMATH = {"nsz", "arcp", "contract", "afn", "reassoc"}
 """LLVM fast-math flags used by every fusion kernel: deliberately without ``nnan`` and ``ninf``, so that
 comparisons such as ``d >= min_depth`` stay false for NaN depth (NaN/inf pixels are rejected by them)."""
 
-_MULT = np.uint64(0x9E3779B97F4A7C15)  # Fibonacci hashing; unsigned so that overflow wraps by definition
+_MIX1 = np.uint64(0xBF58476D1CE4E5B9)  # splitmix64 finaliser; unsigned so that overflow wraps by definition
+_MIX2 = np.uint64(0x94D049BB133111EB)
 
 
 @nb.njit(cache=True, inline="always")
@@ -50,8 +55,12 @@ def unpack_key(key: np.int64) -> tuple[int, int, int]:
 
 @nb.njit(cache=True, inline="always")
 def _slot(key: np.int64, mask: np.int64) -> np.int64:
-    h = np.uint64(key) * _MULT
-    h = h ^ (h >> np.uint64(29))
+    """Home slot of ``key``: the splitmix64 finaliser, whose low bits depend on every key bit (neighbouring
+    blocks, which differ only in a few low bits of each coordinate, land in unrelated slots)."""
+    h = np.uint64(key)
+    h = (h ^ (h >> np.uint64(30))) * _MIX1
+    h = (h ^ (h >> np.uint64(27))) * _MIX2
+    h = h ^ (h >> np.uint64(31))
     return np.int64(h & np.uint64(mask))
 
 

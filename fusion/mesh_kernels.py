@@ -18,6 +18,8 @@ Blocks. Cube ``(i, j, k)`` of block ``b`` has its lowest corner on voxel ``(i, j
 mesh reads its 7 upper neighbours and seams close. A cube is meshed only when all 8 corners have weight
 >= ``min_weight``. Vertices are shared inside a block (one per sign-changing edge); the same edge meshed
 from two blocks gives bit-identical positions (same two voxels, same formula).
+
+Block lookups go through :func:`fusion.hash_kernels.lookup` (see there about numba's cache).
 """
 
 from __future__ import annotations

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numba
 import numpy as np
 
 from fusion import raycast_kernels as rk
@@ -80,6 +81,7 @@ def raycast(
     near, far = rk.block_range_map(
         volume.packed_keys, volume.block_count, R_CW, t_CW, *k, w, h, cfg.tile_px, volume.block_size_vox,
         volume.voxel_size_m, cfg.min_depth_m, cfg.max_depth_m, volume.tsdf, volume.weight, float(cfg.min_weight),
+        max(1, min(volume.block_count, 4 * numba.get_num_threads())),
     )
     depth = np.empty((h, w), np.float32)
     normals = np.empty((h, w, 3), np.float32)
