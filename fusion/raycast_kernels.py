@@ -282,7 +282,7 @@ def march(
         r_long = np.zeros(nr, np.bool_)
         r_key = np.zeros(nr, np.int64)
         r_id = np.zeros(nr, np.int32)
-        vals = np.zeros(8, np.float64)  # trilinear cell cache: corner values of the last loaded cell
+        vals = np.zeros(8, np.float64)  # corner values of the cached cell (see have_cell below)
         new_vals = np.zeros(8, np.float64)
         ty = v // tile
         yr = (v - cy) / fy
@@ -291,6 +291,16 @@ def march(
             for k in range(3):
                 normal_out[v, u, k] = 0.0
                 color_out[v, u, k] = 0
+        # one-cell cache of trilinear samples, shared by the row's rays (neighbouring pixels often hit the
+        # same cell): (cx0, cy0, cz0) + vals of the last cell whose 8 corners were observed (have_cell),
+        # (nx0, ny0, nz0) the last cell that failed to load
+        have_cell = False
+        cx0 = 0
+        cy0 = 0
+        cz0 = 0
+        nx0 = -(1 << 40)
+        ny0 = 0
+        nz0 = 0
         for u0 in range(0, w, nr):
             active = 0
             for r in range(nr):
@@ -427,16 +437,10 @@ def march(
                 # Newton on the trilinear TSDF from t_hit, re-sampled while steps exceed newton_tol voxels (at
                 # most 3 steps); where it fails and the TSDF is far from zero (e.g. near a silhouette),
                 # regula falsi on the trilinear values of the bracket, extended forward up to 4 times while
-                # its far end is positive. Every trilinear sample goes through the one site below, with a
-                # one-cell cache: (cx0, cy0, cz0) + vals of the last cell whose 8 corners were observed
-                # (have_cell), (nx0, ny0, nz0) the last cell that failed to load.
-                have_cell = False
-                cx0 = 0
-                cy0 = 0
-                cz0 = 0
-                nx0 = -(1 << 40)
-                ny0 = 0
-                nz0 = 0
+                # its far end is positive. Every trilinear sample goes through the one site below and the
+                # row's cell cache; ray_ok: some sample of this ray succeeded, so the cached cell is the one
+                # of its last successful sample.
+                ray_ok = False
                 f_s = 0.0  # trilinear TSDF (metres) and gradient of the last successful sample
                 g_x = 0.0
                 g_y = 0.0
@@ -520,6 +524,7 @@ def march(
                             ny0 = y0
                             nz0 = z0
                     if ok:
+                        ray_ok = True
                         f_s, g_x, g_y, g_z = _eval_cell(gx - x0, gy - y0, gz - z0, vals[0], vals[1], vals[2],
                                                         vals[3], vals[4], vals[5], vals[6], vals[7])
                     # -- what the sample was for --
@@ -584,7 +589,7 @@ def march(
                 gxw = 0.0
                 gyw = 0.0
                 gzw = 0.0
-                if have_cell:
+                if ray_ok:
                     # normal from the last observed cell at the final point clamped into it; colour of the
                     # cell corner nearest to that point
                     ax = min(max(ox + dx * t_hit - cx0, 0.0), 1.0)
