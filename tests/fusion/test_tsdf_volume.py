@@ -110,7 +110,8 @@ def test_hash_spreads_neighbouring_blocks() -> None:
     slot_of = np.nonzero(vol.hash_ids >= 0)[0]
     # probe length of each stored key: distance from its home slot to where it sits, plus one
     where = {int(vol.hash_keys[i]): i for i in slot_of}
-    probes = np.array([((where[int(k)] - h) % cap) + 1 for k, h in zip(vol.packed_keys[: vol.block_count], home, strict=True)])
+    stored = vol.packed_keys[: vol.block_count]
+    probes = np.array([((where[int(k)] - h) % cap) + 1 for k, h in zip(stored, home, strict=True)])
     load = vol.block_count / cap
     expected = 0.5 * (1 + 1 / (1 - load))  # linear probing, uniform hashing
     assert probes.mean() <= 1.15 * expected, (probes.mean(), expected)
