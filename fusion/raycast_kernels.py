@@ -272,7 +272,6 @@ def march(
     nr = RAYS_PER_STEP
     for v in nb.prange(h):
         # per-ray march state of the rays in flight
-        r_u = np.zeros(nr, np.int64)
         r_status = np.zeros(nr, np.int64)  # 0 marching, 1 front face between r_prev_t and r_t, 2 none
         r_t = np.zeros(nr, np.float64)
         r_t1 = np.zeros(nr, np.float64)
@@ -286,11 +285,6 @@ def march(
         new_vals = np.zeros(8, np.float64)
         ty = v // tile
         yr = (v - cy) / fy
-        for u in range(w):
-            depth_out[v, u] = 0.0
-            for k in range(3):
-                normal_out[v, u, k] = 0.0
-                color_out[v, u, k] = 0
         # one-cell cache of trilinear samples, shared by the row's rays (neighbouring pixels often hit the
         # same cell): (cx0, cy0, cz0) + vals of the last cell whose 8 corners were observed (have_cell),
         # (nx0, ny0, nz0) the last cell that failed to load
@@ -320,7 +314,6 @@ def march(
                 r_d[r, 1] = dy
                 r_d[r, 2] = dz
                 r_d[r, 3] = 1.0 / math.sqrt(dx * dx + dy * dy + dz * dz)  # t advance of one voxel
-                r_u[r] = u
                 r_status[r] = 0
                 r_t[r] = t0
                 r_t1[r] = t1
@@ -399,9 +392,15 @@ def march(
                     r_t[r] = t + max(f, 1.0) * dt_voxel
             # ---- refine each front face and write its pixel ----
             for r in range(nr):
-                if r_status[r] != 1:
+                u = u0 + r
+                if u >= w:
                     continue
-                u = r_u[r]
+                if r_status[r] != 1:
+                    depth_out[v, u] = 0.0
+                    for k in range(3):
+                        normal_out[v, u, k] = 0.0
+                        color_out[v, u, k] = 0
+                    continue
                 dx = r_d[r, 0]
                 dy = r_d[r, 1]
                 dz = r_d[r, 2]
@@ -585,6 +584,10 @@ def march(
                     else:  # _RF_GIVE_UP
                         break
                 if t_hit < min_depth_m or t_hit > max_depth_m:
+                    depth_out[v, u] = 0.0
+                    for k in range(3):
+                        normal_out[v, u, k] = 0.0
+                        color_out[v, u, k] = 0
                     continue
                 gxw = 0.0
                 gyw = 0.0
@@ -609,12 +612,11 @@ def march(
                 key = pack_key(ix >> shift, iy >> shift, iz >> shift)
                 bb = cached_id if key == cached_key else lookup(hash_keys, hash_ids, key)
                 depth_out[v, u] = t_hit
-                norm = math.sqrt(gxw * gxw + gyw * gyw + gzw * gzw)
-                if norm > 0.0:
-                    # world gradient -> camera frame (R_CW = R_WC^T)
-                    for k in range(3):
-                        normal_out[v, u, k] = (R_WC[0, k] * gxw + R_WC[1, k] * gyw + R_WC[2, k] * gzw) / norm
-                if bb >= 0:
-                    ll = (ix & m) + bs * ((iy & m) + bs * (iz & m))
-                    for k in range(3):
-                        color_out[v, u, k] = color[bb, ll, k]
+                norm2 = gxw * gxw + gyw * gyw + gzw * gzw
+                inv_norm = 1.0 / math.sqrt(norm2) if norm2 > 0.0 else 0.0
+                for k in range(3):
+                    # world gradient -> camera frame (R_CW = R_WC^T); 0 without a normal
+                    normal_out[v, u, k] = (R_WC[0, k] * gxw + R_WC[1, k] * gyw + R_WC[2, k] * gzw) * inv_norm
+                ll = (ix & m) + bs * ((iy & m) + bs * (iz & m))
+                for k in range(3):
+                    color_out[v, u, k] = color[bb, ll, k] if bb >= 0 else 0
