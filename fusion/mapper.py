@@ -1,4 +1,5 @@
-"""The mapping stage's algorithm: depth frame -> pose -> TSDF integration -> meshes of the changed blocks.
+"""The mapping stage's algorithm: depth frame -> pose -> TSDF integration -> meshes of the changed blocks
+(and, when asked, a model view: the map raycast from the frame's pose).
 
 No sockets here (``stream/node.py`` wires it). The tracker is injected; :class:`GroundTruthPoses` is the
 tracker for sources that carry exact poses (synthetic scene, TUM with ground truth), used for mapping-only
@@ -16,8 +17,9 @@ import numpy as np
 
 from fusion.integrator import Integrator, IntegratorConfig
 from fusion.meshing import MeshingConfig, TriangleMesh, blocks_affected_by, extract_mesh, mesh_blocks
+from fusion.raycast import RaycastConfig, RaycastResult, raycast
 from fusion.volume import TsdfVolume, VolumeConfig
-from stream.messages import DepthFrame, DepthKind, MeshBlock, PoseUpdate, TrackingState
+from stream.messages import DepthFrame, DepthKind, Intrinsics, MeshBlock, PoseUpdate, TrackingState
 
 
 class MapperInputError(ValueError):
@@ -109,10 +111,33 @@ class MapperConfig:
     """Marching-cubes settings."""
     mesh_every_n: int = 1
     """Re-mesh the changed blocks every n-th integrated frame (1 = every frame)."""
+    render_every_n: int = 0
+    """Raycast the map from the frame's pose after every n-th integrated frame (0 = never): a model view (depth,
+    normals, colour) for viewers, e.g. to see what the map holds from where the camera is."""
+    render_scale: float = 0.5
+    """Size of the model view relative to the frame, in (0, 1] (0.5: a quarter of the pixels and of the time)."""
+    raycast: RaycastConfig = field(default_factory=RaycastConfig)
+    """Depth range and refinement of the model view."""
 
     def __post_init__(self) -> None:
         if self.mesh_every_n < 1:
             raise ValueError(f"mesh_every_n must be >= 1, got {self.mesh_every_n}")
+        if isinstance(self.render_every_n, bool) or not isinstance(self.render_every_n, int) or self.render_every_n < 0:
+            raise ValueError(f"render_every_n must be an int >= 0, got {self.render_every_n!r}")
+        if not (isinstance(self.render_scale, int | float) and 0.0 < self.render_scale <= 1.0):
+            raise ValueError(f"render_scale must be in (0, 1], got {self.render_scale!r}")
+
+
+@dataclass(frozen=True)
+class ModelView:
+    """The map rendered from a frame's pose."""
+
+    images: RaycastResult
+    """Depth (metres, 0 = no surface), camera-frame normals and colour."""
+    intrinsics: Intrinsics
+    """Pinhole of the rendered images (the frame's, scaled to their size)."""
+    T_W_C: np.ndarray
+    """(4, 4) float64 pose it was rendered from."""
 
 
 @dataclass(frozen=True)
@@ -130,7 +155,10 @@ class MapStep:
     refused_block_count: int
     """Blocks this frame needed but the memory budget refused (the existing map is intact)."""
     timings_ms: dict[str, float]
-    """Milliseconds per step that ran for this frame: track, integrate, mesh (only when re-meshed)."""
+    """Milliseconds per step that ran for this frame: track, integrate, mesh (only when re-meshed), render (only
+    when a model view was made)."""
+    model_view: ModelView | None = None
+    """The map raycast from this frame's pose (every ``render_every_n``-th integrated frame), else None."""
 
 
 class Mapper:
@@ -165,7 +193,22 @@ class Mapper:
         if self._integrated % self.config.mesh_every_n == 0:
             blocks = self.flush_meshes()
             timings["mesh"] = (time.perf_counter() - t2) * 1e3
-        return MapStep(tracked.pose, True, blocks, result.new_block_count, result.refused_block_count, timings)
+        view = None
+        every = self.config.render_every_n
+        if every and self._integrated % every == 0:
+            t3 = time.perf_counter()
+            view = self.render(tracked.pose.T_W_C, frame.intrinsics)
+            timings["render"] = (time.perf_counter() - t3) * 1e3
+        return MapStep(tracked.pose, True, blocks, result.new_block_count, result.refused_block_count, timings, view)
+
+    def render(self, T_W_C: np.ndarray, intrinsics: Intrinsics) -> ModelView:
+        """The map raycast from ``T_W_C`` (4, 4) with ``intrinsics`` scaled by ``render_scale`` (pinhole only)."""
+        scale = self.config.render_scale
+        k = intrinsics.scaled(max(1, round(intrinsics.width_px * scale)), max(1, round(intrinsics.height_px * scale)))
+        if k.distortion:
+            k = Intrinsics(k.width_px, k.height_px, k.fx, k.fy, k.cx, k.cy)
+        images = raycast(self.volume, T_W_C, k, self.config.raycast)
+        return ModelView(images, k, np.array(T_W_C, np.float64))
 
     def flush_meshes(self) -> tuple[MeshBlock, ...]:
         """Meshes of all blocks touched since the last flush (and their neighbours, so seams close)."""

@@ -87,7 +87,7 @@ class MappingStats:
     mapped_ns: dict[int, int] = field(default_factory=dict)
     """``time.monotonic_ns()`` when each frame was applied to the map, by ``frame_id`` (newest 100 000)."""
     times: dict[str, StageTimes] = field(
-        default_factory=lambda: {k: StageTimes() for k in ("track", "integrate", "mesh")}
+        default_factory=lambda: {k: StageTimes() for k in ("track", "integrate", "mesh", "render")}
     )
 
 
@@ -364,6 +364,9 @@ class RerunSink:
         self.view.log_frame(frame.frame_id, frame.stamp_ns, step.pose.T_W_C, frame.image, depth, step.pose.state)
         if step.pose.is_keyframe:
             self.view.log_keyframe(frame.frame_id, step.pose.T_W_C)
+        if step.model_view is not None:
+            img = step.model_view.images
+            self.view.log_model_view(frame.frame_id, frame.stamp_ns, img.depth_m, img.normals_C, img.color)
         self._frames += 1
         if self._frames % self.mesh_every_n == 0:
             self._flush_meshes()

@@ -1,4 +1,5 @@
-"""The live Rerun view of the node: camera, images, depth, trajectory, keyframes and the incremental map mesh.
+"""The live Rerun view of the node: camera, images, depth, trajectory, keyframes, the incremental map mesh and
+the model view (the map rendered from the camera).
 
 Entity layout (world frame = the tracker's world, poses ``T_W_C`` camera-to-world)::
 
@@ -359,6 +360,37 @@ class RerunView:
                 level = "WARN" if state == TrackingState.LOST else "INFO"
                 rec.log("log/tracking", rr.TextLog(f"tracking: {state.value}", level=level))
                 self._last_state = state
+
+    def log_model_view(
+        self, frame_id: int, stamp_ns: int, depth_m: np.ndarray, normals_C: np.ndarray, color: np.ndarray
+    ) -> None:
+        """Log the map rendered from the camera (a raycast) as 2D images under model_view/: depth, colour and
+        normals (camera frame, shown as RGB = 127.5 * (n + 1); black where there is no surface).
+
+        Args:
+            frame_id: the frame whose pose it was rendered from ("frame" timeline).
+            stamp_ns: that frame's capture time.
+            depth_m: (h, w) float32 metres, 0 = no surface.
+            normals_C: (h, w, 3) float32 unit normals in the camera frame, 0 where no surface.
+            color: (h, w, 3) uint8 RGB.
+        """
+        if not isinstance(depth_m, np.ndarray) or depth_m.dtype != np.float32 or depth_m.ndim != 2:
+            raise ValueError(f"depth_m must be an (h, w) float32 array in metres, got {_describe(depth_m)}")
+        shape3 = (*depth_m.shape, 3)
+        if not isinstance(normals_C, np.ndarray) or normals_C.dtype != np.float32 or normals_C.shape != shape3:
+            raise ValueError(f"normals_C must be a {shape3} float32 array, got {_describe(normals_C)}")
+        if not isinstance(color, np.ndarray) or color.dtype != np.uint8 or color.shape != shape3:
+            raise ValueError(f"color must be a {shape3} uint8 array, got {_describe(color)}")
+        rr = self._rr
+        normals_rgb = np.where(
+            (depth_m > 0)[..., None], np.clip(np.round(127.5 * (normals_C + 1.0)), 0, 255), 0
+        ).astype(np.uint8)
+        with self._lock:
+            self._check_open()
+            self._set_time(int(frame_id), int(stamp_ns))
+            self._rec.log("model_view/depth", self._depth_archetype(depth_m))
+            self._rec.log("model_view/color", self._colour_archetype(color))
+            self._rec.log("model_view/normals", rr.Image(normals_rgb, color_model="RGB"))
 
     def log_keyframe(self, frame_id: int, T_W_C: np.ndarray) -> None:
         """Add a keyframe: all keyframe positions so far are logged as points at world/keyframes at ``frame_id``.

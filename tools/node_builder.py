@@ -95,12 +95,16 @@ def build_mapper(args: argparse.Namespace) -> Mapper:
     """The mapper the map options describe (``--poses``, ``--voxel-size-m``, ...); raises ValueError."""
     from fusion.integrator import IntegratorConfig
     from fusion.mapper import GroundTruthPoses, Mapper, MapperConfig
+    from fusion.raycast import RaycastConfig
     from fusion.volume import VolumeConfig
 
     config = MapperConfig(
         volume=VolumeConfig(voxel_size_m=args.voxel_size_m, max_blocks=args.max_blocks),
         integrator=IntegratorConfig(truncation_vox=args.trunc_vox, max_depth_m=args.max_depth_m),
         mesh_every_n=args.mesh_every_n,
+        render_every_n=args.render_every_n,
+        render_scale=args.render_scale,
+        raycast=RaycastConfig(max_depth_m=args.max_depth_m),
     )
     return Mapper(config, GroundTruthPoses() if args.poses == "gt" else _make_tracker())
 

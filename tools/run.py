@@ -34,6 +34,11 @@ def add_map_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--mesh-every-n", type=int, default=5,
                    help="re-mesh the changed blocks every n-th integrated frame (the map topic and viewer get "
                         "mesh updates at that rate; everything is re-meshed at the end)")
+    g.add_argument("--render-every-n", type=int, default=0,
+                   help="raycast the map from the camera every n-th integrated frame and show it in the viewer "
+                        "under model_view/ (depth, colour, normals); 0 = off (default)")
+    g.add_argument("--render-scale", type=float, default=0.5,
+                   help="size of the model view relative to the frame, in (0, 1] (default 0.5)")
     g = parser.add_argument_group("outputs")
     g.add_argument("--out", default="out/run", metavar="DIR", help="output directory (default out/run)")
     g.add_argument("--viewer", choices=["save", "spawn", "connect", "serve", "none"], default="save",

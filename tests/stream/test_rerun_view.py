@@ -482,3 +482,30 @@ def test_connect_mode_streams_to_a_running_rerun_on_loopback(tmp_path: Path) -> 
     assert [r.frame for r in translations] == list(range(5))
     np.testing.assert_allclose(translations[-1].value[0], _pose(4)[:3, 3], atol=TOL)
     assert len(rec.rows("/world/camera", "Pinhole:image_from_camera", static=True)) == 1
+
+
+def test_model_view_images(tmp_path: Path) -> None:
+    """The model view goes to model_view/{depth,color,normals} at the frame's time; normals as 127.5 (n + 1)."""
+    h, w = 12, 16
+    depth = np.full((h, w), 1.25, np.float32)
+    depth[0, :] = 0.0  # no surface
+    normals = np.zeros((h, w, 3), np.float32)
+    normals[1:, :, 2] = -1.0  # facing the camera
+    color = np.zeros((h, w, 3), np.uint8)
+    color[..., 1] = 200
+    path = tmp_path / "model.rrd"
+    with RerunView(RerunViewConfig(mode="save", rrd_path=path, jpeg_quality=None)) as view:
+        view.log_model_view(7, 7000, depth, normals, color)
+        with pytest.raises(ValueError, match="normals_C"):
+            view.log_model_view(8, 8000, depth, normals[:-1], color)
+        with pytest.raises(ValueError, match="depth_m"):
+            view.log_model_view(8, 8000, depth.astype(np.float64), normals, color)
+    rec = Recording(path)
+    rows = rec.rows("/model_view/depth", "DepthImage:buffer")
+    assert [r.frame for r in rows] == [7]
+    np.testing.assert_array_equal(np.frombuffer(bytes(rows[0].value[0]), np.float32).reshape(h, w), depth)
+    got = rec.rows("/model_view/normals", "Image:buffer")
+    rgb = np.frombuffer(bytes(got[0].value[0]), np.uint8).reshape(h, w, 3)
+    assert np.all(rgb[0] == 0) and np.all(rgb[1:] == [128, 128, 0])
+    col = rec.rows("/model_view/color", "Image:buffer")
+    np.testing.assert_array_equal(np.frombuffer(bytes(col[0].value[0]), np.uint8).reshape(h, w, 3), color)

@@ -28,7 +28,7 @@ def test_run_lossless_gt_poses_writes_consistent_outputs(tmp_path: Path, capsys:
     n = 24
     code, summary = _run_json(capsys, [
         "synthetic", "--poses", "gt", "--depth", "gt", "--mode", "lossless", "--max-frames", str(n), *SMALL,
-        "--out", str(out), "--json",
+        "--out", str(out), "--json", "--render-every-n", "6",
     ])
     assert code == 0
     assert summary["frames_in"] == n and summary["frames_integrated"] == n and summary["dropped"] == 0
@@ -40,6 +40,7 @@ def test_run_lossless_gt_poses_writes_consistent_outputs(tmp_path: Path, capsys:
     for stage in ("track", "integrate"):
         assert summary["stages"][stage]["count"] == n
     assert summary["stages"]["mesh"]["count"] == n // 5  # --mesh-every-n 5 (default)
+    assert summary["stages"]["render"]["count"] == n // 6
 
     # trajectory: exactly the source's poses, one line per tracked frame
     traj = read_tum_trajectory(out / "trajectory.txt")
@@ -77,6 +78,21 @@ def test_run_lossless_gt_poses_writes_consistent_outputs(tmp_path: Path, capsys:
         if v is not None
     )
     assert frames == [f.frame_id for f in truth]
+    # model view: every 6th frame at half size, the scene's depth where the map has a surface
+    views = [
+        (f, v) for e, static, b in chunks
+        if e == "/model_view/depth" and not static and "DepthImage:buffer" in b.schema.names
+        for f, v in zip(b.column("frame").to_pylist(), b.column("DepthImage:buffer").to_pylist(), strict=True)
+        if v is not None
+    ]
+    assert [f for f, _ in views] == [5, 11, 17, 23]
+    rendered = np.frombuffer(bytes(views[-1][1][0]), np.uint16).reshape(60, 80) / 1000.0  # depth logged in mm
+    quads = truth[23].depth_m.reshape(60, 2, 80, 2)  # half-size pixel u' is centred at u = 2 u' + 0.5
+    sensor = np.where((quads > 0).all(axis=(1, 3)), quads.mean(axis=(1, 3)), 0.0)
+    in_range = (sensor > 0) & (sensor < 3.9)  # the run integrates and renders up to --max-depth-m 4
+    assert in_range.mean() > 0.5 and (rendered[in_range] > 0).mean() > 0.9
+    both = in_range & (rendered > 0)
+    assert np.median(np.abs(rendered[both] - sensor[both])) < 0.01  # a quarter voxel (4 cm)
 
 
 def test_stop_mid_run_keeps_the_map(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
