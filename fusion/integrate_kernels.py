@@ -52,7 +52,7 @@ def band_block_keys(
     layer_step = trunc_m / n_half_layers
     inv_b = 1.0 / block_size_m
     n_rows = (h + stride_px - 1) // stride_px
-    row_keys = np.empty((n_rows, w * n_layers), np.int64)
+    row_keys = np.empty((n_rows, ((w + stride_px - 1) // stride_px) * n_layers), np.int64)
     row_counts = np.zeros(n_rows, np.int64)
     for r in nb.prange(n_rows):
         v = r * stride_px
