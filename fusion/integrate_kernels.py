@@ -42,10 +42,13 @@ def band_block_keys(
     max_depth_m: float,
     block_size_m: float,
     stride_px: int,
+    n_threads: int,
 ) -> np.ndarray:
     """Packed keys (N,) int64 of the blocks crossed by the truncation band (duplicates possible).
 
-    depth (H, W) float32 metres; R_WC (3, 3) float64, t_WC (3,) float64 camera-to-world.
+    depth (H, W) float32 metres; R_WC (3, 3) float64, t_WC (3,) float64 camera-to-world. ``n_threads``: numba's
+    thread count; rows are interleaved over the threads (valid depth is often in one half of the image), and
+    the keys come out in row order whatever it is.
     """
     h, w = depth.shape
     n_layers = 2 * n_half_layers + 1
@@ -54,7 +57,11 @@ def band_block_keys(
     n_rows = (h + stride_px - 1) // stride_px
     row_keys = np.empty((n_rows, ((w + stride_px - 1) // stride_px) * n_layers), np.int64)
     row_counts = np.zeros(n_rows, np.int64)
-    for r in nb.prange(n_rows):
+    per = (n_rows + n_threads - 1) // n_threads
+    for i in nb.prange(per * n_threads):
+        r = (i % per) * n_threads + i // per
+        if r >= n_rows:
+            continue
         v = r * stride_px
         last = np.full(n_layers, -1, np.int64)
         n = 0

@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numba
 import numpy as np
 
 from fusion import integrate_kernels as ik
@@ -131,7 +132,7 @@ class Integrator:
         candidates = ik.band_block_keys(
             depth, intrinsics.fx, intrinsics.fy, intrinsics.cx, intrinsics.cy, R_WC, t_WC, trunc_m,
             band_layer_count(trunc_m, volume.config.block_size_m, ray_norm),
-            cfg.min_depth_m, cfg.max_depth_m, volume.config.block_size_m, cfg.band_stride_px,
+            cfg.min_depth_m, cfg.max_depth_m, volume.config.block_size_m, cfg.band_stride_px, numba.get_num_threads(),
         )
         alloc = volume.allocate_packed(candidates)
         R_CW = np.ascontiguousarray(R_WC.T)

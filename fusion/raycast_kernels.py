@@ -254,6 +254,7 @@ def march(
     depth_out: np.ndarray,
     normal_out: np.ndarray,
     color_out: np.ndarray,
+    n_threads: int,
 ) -> None:
     """Raycast every pixel: depth_out (H, W) float32 (0 = no surface), normal_out (H, W, 3) float32 (unit,
     camera frame, towards free space; 0 where no surface), color_out (H, W, 3) uint8.
@@ -270,7 +271,13 @@ def march(
     oy = t_WC[1] * inv_s
     oz = t_WC[2] * inv_s
     nr = RAYS_PER_STEP
-    for v in nb.prange(h):
+    per = (h + n_threads - 1) // n_threads
+    for i in nb.prange(per * n_threads):
+        # rows interleaved over the threads' contiguous chunks of i, so that each thread gets rows from the
+        # whole image (surfaces within range are often in one half of it)
+        v = (i % per) * n_threads + i // per
+        if v >= h:
+            continue
         # per-ray march state of the rays in flight
         r_status = np.zeros(nr, np.int64)  # 0 marching, 1 front face between r_prev_t and r_t, 2 none
         r_t = np.zeros(nr, np.float64)

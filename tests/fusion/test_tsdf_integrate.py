@@ -49,8 +49,12 @@ def test_band_block_keys_match_reference(frames) -> None:
     for i, (depth, _rgb, T) in enumerate(frames):
         d = _noisy(depth, i)
         n_half = band_layer_count(trunc, block_m, max_ray_norm(K_SMALL))
-        got = ik.band_block_keys(d, K_SMALL.fx, K_SMALL.fy, K_SMALL.cx, K_SMALL.cy, T[:3, :3].copy(), T[:3, 3].copy(),
-                                 trunc, n_half, cfg.min_depth_m, cfg.max_depth_m, block_m, 1)
+        args = (d, K_SMALL.fx, K_SMALL.fy, K_SMALL.cx, K_SMALL.cy, T[:3, :3].copy(), T[:3, 3].copy(), trunc, n_half,
+                cfg.min_depth_m, cfg.max_depth_m, block_m, 1)
+        got = ik.band_block_keys(*args, 2)
+        # the row interleaving over threads never changes the keys or their order
+        for n_threads in (1, 3, 7):
+            assert np.array_equal(ik.band_block_keys(*args, n_threads), got)
         got_set = {tuple(k) for k in unpack_keys(np.unique(got)).tolist()}
         want = {tuple(k) for k in ref.band_keys(d, K_SMALL, T, trunc, n_half, cfg.min_depth_m, cfg.max_depth_m,
                                                 block_m, 1).tolist()}

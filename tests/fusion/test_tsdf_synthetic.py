@@ -217,3 +217,23 @@ def test_memory_grows_with_observed_surface_not_bounding_box() -> None:
     per_block = 8**3 * (4 + 4 + 3) + 8
     assert cap_full <= 2 * n_full
     assert bytes_full <= 2.2 * n_full * per_block + 64 * n_full
+
+
+def test_raycast_does_not_depend_on_the_thread_count(fused: TsdfVolume) -> None:
+    """Rows are interleaved over numba's threads; the images must be the same for any thread count."""
+    import numba
+
+    T = orbit_poses(2 * N_POSES)[3]
+    before = numba.get_num_threads()
+    try:
+        results = []
+        for n in sorted({1, before}):
+            numba.set_num_threads(n)
+            results.append(raycast(fused, T, K, RaycastConfig(max_depth_m=5.0)))
+    finally:
+        numba.set_num_threads(before)
+    for other in results[1:]:
+        assert np.array_equal(other.depth_m, results[0].depth_m)
+        assert np.array_equal(other.normals_C, results[0].normals_C)
+        assert np.array_equal(other.color, results[0].color)
+    assert results[0].valid.mean() > 0.5
