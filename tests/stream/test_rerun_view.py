@@ -509,3 +509,71 @@ def test_model_view_images(tmp_path: Path) -> None:
     assert np.all(rgb[0] == 0) and np.all(rgb[1:] == [128, 128, 0])
     col = rec.rows("/model_view/color", "Image:buffer")
     np.testing.assert_array_equal(np.frombuffer(bytes(col[0].value[0]), np.uint8).reshape(h, w, 3), color)
+
+
+def _camera_frames(path: Path) -> set[int]:
+    """Frames with a camera pose in an .rrd that another process may still be writing (empty until readable)."""
+    import warnings
+
+    if not path.exists() or path.stat().st_size == 0:
+        return set()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # a file still being written has no footer yet
+            return {r.frame for r in Recording(path).rows("/world/camera", "Transform3D:translation")}
+    except ValueError:  # no complete recording in it yet
+        return set()
+
+
+def test_serve_mode_gives_a_late_viewer_everything_on_loopback(tmp_path: Path) -> None:
+    """--viewer serve: a real `rerun` client (headless: it saves what it pulls) that joins after five frames
+    gets those from the server's buffer and the three logged after it joined."""
+    import shutil
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    exe = shutil.which("rerun") or str(Path(sys.executable).with_name("rerun"))
+    if not Path(exe).exists():
+        pytest.skip("the rerun executable of rerun-sdk is not installed")
+    ports = []
+    for _ in range(2):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            ports.append(s.getsockname()[1])
+    received = tmp_path / "pulled.rrd"
+    view = RerunView(RerunViewConfig(mode="serve", serve_grpc_port=ports[0]))
+    client = None
+    try:
+        view.log_intrinsics(K)
+        for i in range(5):
+            view.log_frame(i, i * 1000, _pose(i), _image(i), _depth(i), TrackingState.TRACKING)
+        # the client also hosts its own server; keep that one on loopback and on a free port
+        client = subprocess.Popen(
+            [exe, f"rerun+http://127.0.0.1:{ports[0]}/proxy", "--bind", "127.0.0.1", "--port", str(ports[1]),
+             "--save", str(received)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        # joined: the buffered frames reach its file (polled: it saves no log line on connecting)
+        deadline = time.monotonic() + 60
+        while 4 not in _camera_frames(received):
+            assert time.monotonic() < deadline and client.poll() is None, "the rerun client got no data"
+            time.sleep(0.1)
+        for i in range(5, 8):
+            view.log_frame(i, i * 1000, _pose(i), _image(i), _depth(i), TrackingState.TRACKING)
+        while 7 not in _camera_frames(received):
+            assert time.monotonic() < deadline + 60 and client.poll() is None, "the rerun client missed frames"
+            time.sleep(0.1)
+        view.close()
+    finally:
+        if not view.closed:
+            view.close()
+        if client is not None:
+            client.terminate()
+            client.wait(30)
+    rec = Recording(received)
+    translations = rec.rows("/world/camera", "Transform3D:translation")
+    assert [r.frame for r in translations] == list(range(8))
+    np.testing.assert_allclose(translations[-1].value[0], _pose(7)[:3, 3], atol=TOL)
+    assert len(rec.rows("/world/camera", "Pinhole:image_from_camera", static=True)) == 1
