@@ -1,8 +1,10 @@
-"""The tracker's camera model: OpenCV pinhole + optional distortion, working in undistorted pixels.
+"""The camera model: OpenCV pinhole + optional distortion, working in undistorted pixels.
 
-Images (and the depth registered to them) stay distorted; feature positions are measured in raw image
-pixels and converted once to *undistorted pixels* (the pinhole image of the same ray with the same ``K``),
-where projection is the plain ``u = fx x / z + cx``. Without distortion both are the same.
+For the tracker, images (and the depth registered to them) stay distorted; feature positions are measured in
+raw image pixels and converted once to *undistorted pixels* (the pinhole image of the same ray with the same
+``K``), where projection is the plain ``u = fx x / z + cx``. The map's kernels are pinhole only, so the
+mapper resamples whole frames to that pinhole image (:class:`ImageUndistorter`). Without distortion both are
+the same.
 """
 
 from __future__ import annotations
@@ -81,3 +83,44 @@ class PinholeCamera:
             (x >= margin_px) & (y >= margin_px)
             & (x <= k.width_px - 1 - margin_px) & (y <= k.height_px - 1 - margin_px)
         )
+
+
+@dataclass(frozen=True)
+class UndistortedImages:
+    """A frame resampled to the pinhole image of the same camera matrix."""
+
+    depth_m: np.ndarray
+    """(H, W) float32 metres, 0 = invalid (also where the pinhole pixel's ray falls outside the raw image)."""
+    image: np.ndarray | None
+    """(H, W, 3) uint8 RGB, or None when there was none."""
+    intrinsics: Intrinsics
+    """The same size and ``K`` without distortion."""
+
+
+class ImageUndistorter:
+    """Dense undistortion for the map: depth (nearest raw pixel, so depths are never blended across edges) and
+    colour (bilinear). The remap tables are built once per intrinsics."""
+
+    def __init__(self) -> None:
+        self._intrinsics: Intrinsics | None = None
+        self._maps: tuple[np.ndarray, np.ndarray] | None = None
+
+    def undistort(self, depth_m: np.ndarray, image: np.ndarray | None, intrinsics: Intrinsics) -> UndistortedImages:
+        """``depth_m`` (H, W) float32 and ``image`` (H, W, 3) uint8 (or None) of a camera with ``intrinsics``."""
+        k = intrinsics
+        pinhole = Intrinsics(k.width_px, k.height_px, k.fx, k.fy, k.cx, k.cy)
+        camera = PinholeCamera(k)
+        if not camera.has_distortion:
+            return UndistortedImages(depth_m, image, pinhole)
+        if self._maps is None or self._intrinsics != k:
+            self._maps = cv2.initUndistortRectifyMap(
+                camera.camera_matrix, camera.dist, None, camera.camera_matrix, (k.width_px, k.height_px),
+                cv2.CV_32FC1,
+            )
+            self._intrinsics = k
+        map_x, map_y = self._maps
+        depth = cv2.remap(depth_m, map_x, map_y, cv2.INTER_NEAREST, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+        rgb = None
+        if image is not None:
+            rgb = cv2.remap(image, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+        return UndistortedImages(depth, rgb, pinhole)

@@ -15,6 +15,7 @@ from typing import Protocol
 
 import numpy as np
 
+from fusion.camera import ImageUndistorter
 from fusion.integrator import Integrator, IntegratorConfig
 from fusion.meshing import MeshingConfig, TriangleMesh, blocks_affected_by, extract_mesh, mesh_blocks
 from fusion.raycast import RaycastConfig, RaycastResult, raycast
@@ -169,6 +170,7 @@ class Mapper:
         self.tracker = tracker
         self.volume = TsdfVolume(config.volume)
         self.integrator = Integrator(config.integrator)
+        self._undistorter = ImageUndistorter()
         self._pending_keys: list[np.ndarray] = []
         self._integrated = 0
 
@@ -182,9 +184,14 @@ class Mapper:
         trusted = tracked.pose.state in (TrackingState.TRACKING, TrackingState.RELOCALISED)
         if tracked.depth_m is None or not trusted:
             return MapStep(tracked.pose, False, (), 0, 0, timings)
-        result = self.integrator.integrate(
-            tracked.depth_m, frame.image, tracked.pose.T_W_C, frame.intrinsics, self.volume
-        )
+        # the map is pinhole: frames of a camera with lens distortion are resampled first
+        frame_px = self._undistorter.undistort(tracked.depth_m, frame.image, frame.intrinsics)
+        try:
+            result = self.integrator.integrate(
+                frame_px.depth_m, frame_px.image, tracked.pose.T_W_C, frame_px.intrinsics, self.volume
+            )
+        except (TypeError, ValueError) as exc:  # malformed frame, rejected before the map is touched
+            raise MapperInputError(f"frame {frame.frame_id}: {exc}") from exc
         t2 = time.perf_counter()
         timings["integrate"] = (t2 - t1) * 1e3
         self._integrated += 1
