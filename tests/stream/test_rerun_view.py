@@ -447,6 +447,15 @@ def test_depth_as_millimetres(tmp_path: Path) -> None:
     assert {r.value[0] for r in rec.rows("/world/camera/depth", "DepthImage:meter")} == {1000.0}
 
 
+def _assert_received(path: Path, n_frames: int) -> None:
+    """The .rrd another rerun process saved holds the camera of frames 0..n_frames-1 and the static pinhole."""
+    rec = Recording(path)
+    translations = rec.rows("/world/camera", "Transform3D:translation")
+    assert [r.frame for r in translations] == list(range(n_frames))
+    np.testing.assert_allclose(translations[-1].value[0], _pose(n_frames - 1)[:3, 3], atol=TOL)
+    assert len(rec.rows("/world/camera", "Pinhole:image_from_camera", static=True)) == 1
+
+
 def test_connect_mode_streams_to_a_running_rerun_on_loopback(tmp_path: Path) -> None:
     """--viewer connect: a real `rerun` process (headless: it saves what it receives) on 127.0.0.1 gets the frames."""
     import shutil
@@ -477,11 +486,7 @@ def test_connect_mode_streams_to_a_running_rerun_on_loopback(tmp_path: Path) -> 
     finally:
         server.terminate()
         server.wait(30)
-    rec = Recording(received)
-    translations = rec.rows("/world/camera", "Transform3D:translation")
-    assert [r.frame for r in translations] == list(range(5))
-    np.testing.assert_allclose(translations[-1].value[0], _pose(4)[:3, 3], atol=TOL)
-    assert len(rec.rows("/world/camera", "Pinhole:image_from_camera", static=True)) == 1
+    _assert_received(received, 5)
 
 
 def test_model_view_images(tmp_path: Path) -> None:
@@ -572,8 +577,4 @@ def test_serve_mode_gives_a_late_viewer_everything_on_loopback(tmp_path: Path) -
         if client is not None:
             client.terminate()
             client.wait(30)
-    rec = Recording(received)
-    translations = rec.rows("/world/camera", "Transform3D:translation")
-    assert [r.frame for r in translations] == list(range(8))
-    np.testing.assert_allclose(translations[-1].value[0], _pose(7)[:3, 3], atol=TOL)
-    assert len(rec.rows("/world/camera", "Pinhole:image_from_camera", static=True)) == 1
+    _assert_received(received, 8)
