@@ -31,7 +31,8 @@ class RaycastConfig:
     newton_tolerance_vox: float = 0.25
     """Depth refinement: after a Newton step longer than this (voxels) the TSDF is sampled again and the
     step repeated (up to 3 times). Smaller is more accurate near curved surfaces and silhouettes, larger
-    is faster (>= 1: a single Newton step, about 15 % faster)."""
+    is faster (>= 1: a single Newton step; about 3 % faster on 7-Scenes at 2 cm, as most refinements start
+    on the previous pixel's tangent plane and need one step anyway)."""
 
     def __post_init__(self) -> None:
         check_positive(self.min_depth_m, "RaycastConfig.min_depth_m")
