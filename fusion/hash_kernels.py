@@ -79,6 +79,18 @@ def lookup(hash_keys: np.ndarray, hash_ids: np.ndarray, key: np.int64) -> np.int
 
 
 @nb.njit(cache=True)
+def unpack_many(packed: np.ndarray) -> np.ndarray:
+    """Block coordinates (N, 3) int32 of packed keys (N,) int64 (see :func:`unpack_key`)."""
+    out = np.empty((packed.shape[0], 3), np.int32)
+    for i in range(packed.shape[0]):
+        bx, by, bz = unpack_key(packed[i])
+        out[i, 0] = bx
+        out[i, 1] = by
+        out[i, 2] = bz
+    return out
+
+
+@nb.njit(cache=True)
 def lookup_many(hash_keys: np.ndarray, hash_ids: np.ndarray, keys: np.ndarray) -> np.ndarray:
     """Block ids (N,) int32 of packed ``keys`` (N,) int64; ``-1`` where not allocated."""
     out = np.empty(keys.shape[0], np.int32)

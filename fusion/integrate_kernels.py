@@ -121,8 +121,8 @@ def integrate_blocks(
     fy: float,
     cx: float,
     cy: float,
-    R_CW: np.ndarray,
-    t_CW: np.ndarray,
+    R_WC: np.ndarray,
+    t_WC: np.ndarray,
     voxel_size_m: float,
     block_size_vox: int,
     trunc_m: float,
@@ -133,7 +133,8 @@ def integrate_blocks(
     """Projective TSDF update of every voxel of blocks ``ids`` (M,) int32, in place.
 
     tsdf, weight (capacity, B^3) float32; color (capacity, B^3, 3) uint8; depth (H, W) float32 metres;
-    rgb (H, W, 3) uint8 (ignored unless ``has_color``); R_CW (3, 3), t_CW (3,) float64 world-to-camera.
+    rgb (H, W, 3) uint8 (ignored unless ``has_color``); R_WC (3, 3), t_WC (3,) float64 camera-to-world (the
+    kernel inverts it).
     ``ids`` must be distinct (blocks are processed in parallel). Both arrays must be C-contiguous.
 
     The block origin is transformed in float64; per-voxel arithmetic is float32 (voxel offsets from the
@@ -151,10 +152,14 @@ def integrate_blocks(
     cxr = f32(cx + 0.5)
     cyr = f32(cy + 0.5)
     vs = voxel_size_m
-    # camera-frame step of one voxel along each world axis
-    sxx, sxy, sxz = f32(R_CW[0, 0] * vs), f32(R_CW[1, 0] * vs), f32(R_CW[2, 0] * vs)
-    syx, syy, syz = f32(R_CW[0, 1] * vs), f32(R_CW[1, 1] * vs), f32(R_CW[2, 1] * vs)
-    szx, szy, szz = f32(R_CW[0, 2] * vs), f32(R_CW[1, 2] * vs), f32(R_CW[2, 2] * vs)
+    # world-to-camera: R_CW = R_WC^T, t_CW = -R_CW t_WC
+    tcx = -(R_WC[0, 0] * t_WC[0] + R_WC[1, 0] * t_WC[1] + R_WC[2, 0] * t_WC[2])
+    tcy = -(R_WC[0, 1] * t_WC[0] + R_WC[1, 1] * t_WC[1] + R_WC[2, 1] * t_WC[2])
+    tcz = -(R_WC[0, 2] * t_WC[0] + R_WC[1, 2] * t_WC[1] + R_WC[2, 2] * t_WC[2])
+    # camera-frame step of one voxel along each world axis (column j of R_CW = row j of R_WC)
+    sxx, sxy, sxz = f32(R_WC[0, 0] * vs), f32(R_WC[0, 1] * vs), f32(R_WC[0, 2] * vs)
+    syx, syy, syz = f32(R_WC[1, 0] * vs), f32(R_WC[1, 1] * vs), f32(R_WC[1, 2] * vs)
+    szx, szy, szz = f32(R_WC[2, 0] * vs), f32(R_WC[2, 1] * vs), f32(R_WC[2, 2] * vs)
     trunc = f32(trunc_m)
     dmin = f32(min_depth_m)
     dmax = f32(max_depth_m)
@@ -171,9 +176,9 @@ def integrate_blocks(
         ox = bx * bs * vs
         oy = by * bs * vs
         oz = bz * bs * vs
-        cx0 = f32(R_CW[0, 0] * ox + R_CW[0, 1] * oy + R_CW[0, 2] * oz + t_CW[0])
-        cy0 = f32(R_CW[1, 0] * ox + R_CW[1, 1] * oy + R_CW[1, 2] * oz + t_CW[1])
-        cz0 = f32(R_CW[2, 0] * ox + R_CW[2, 1] * oy + R_CW[2, 2] * oz + t_CW[2])
+        cx0 = f32(R_WC[0, 0] * ox + R_WC[1, 0] * oy + R_WC[2, 0] * oz + tcx)
+        cy0 = f32(R_WC[0, 1] * ox + R_WC[1, 1] * oy + R_WC[2, 1] * oz + tcy)
+        cz0 = f32(R_WC[0, 2] * ox + R_WC[1, 2] * oy + R_WC[2, 2] * oz + tcz)
         # pass 1 (branch-free): pixel index (or -1) and depth of every voxel of the block
         for iz in range(bs):
             for iy in range(bs):

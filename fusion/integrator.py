@@ -13,6 +13,7 @@ exact update rule are documented in :mod:`fusion.integrate_kernels`.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -76,6 +77,7 @@ class IntegrationResult:
     (their voxels were not updated; every existing block was)."""
 
 
+@functools.lru_cache(maxsize=16)
 def max_ray_norm(intrinsics: Intrinsics) -> float:
     """Largest ``|((u - cx) / fx, (v - cy) / fy, 1)|`` over the image corners."""
     w, h = intrinsics.width_px, intrinsics.height_px
@@ -135,13 +137,11 @@ class Integrator:
             cfg.min_depth_m, cfg.max_depth_m, volume.config.block_size_m, cfg.band_stride_px, numba.get_num_threads(),
         )
         alloc = volume.allocate_packed(candidates)
-        R_CW = np.ascontiguousarray(R_WC.T)
-        t_CW = -R_CW @ t_WC
         has_color = rgb is not None
         ik.integrate_blocks(
             alloc.ids, volume.packed_keys, volume.tsdf, volume.weight, volume.color, depth,
             rgb if has_color else np.zeros((1, 1, 3), np.uint8), has_color,
-            intrinsics.fx, intrinsics.fy, intrinsics.cx, intrinsics.cy, R_CW, t_CW,
+            intrinsics.fx, intrinsics.fy, intrinsics.cx, intrinsics.cy, R_WC, t_WC,
             volume.voxel_size_m, volume.block_size_vox, trunc_m, cfg.min_depth_m, cfg.max_depth_m,
             cfg.max_weight,
         )

@@ -103,12 +103,10 @@ def pack_keys(keys: np.ndarray) -> np.ndarray:
 
 def unpack_keys(packed: np.ndarray) -> np.ndarray:
     """Inverse of :func:`pack_keys`: (N,) int64 -> (N, 3) int32."""
-    p = np.asarray(packed, dtype=np.int64)
-    out = np.empty((p.shape[0], 3), np.int32)
-    out[:, 0] = ((p >> (2 * hk.KEY_BITS)) & hk.KEY_MASK) - hk.KEY_OFFSET
-    out[:, 1] = ((p >> hk.KEY_BITS) & hk.KEY_MASK) - hk.KEY_OFFSET
-    out[:, 2] = (p & hk.KEY_MASK) - hk.KEY_OFFSET
-    return out
+    p = np.ascontiguousarray(packed, dtype=np.int64)
+    if p.ndim != 1:
+        raise ValueError(f"packed keys must be 1-D, got shape {p.shape}")
+    return hk.unpack_many(p)
 
 
 def _next_pow2(n: int) -> int:

@@ -5,6 +5,8 @@ into our :class:`fusion.volume.TsdfVolume` and into Open3D's ``VoxelBlockGrid`` 
 ``ScalableTSDFVolume`` at the same voxel size, truncation and depth range. Per frame it times integration,
 incremental meshing of the touched blocks (ours; Open3D only extracts whole meshes, timed at the end)
 and raycasting depth + normals + colour at the frame's pose, and prints medians with ratios to Open3D.
+The maps take turns frame by frame (ours, then each Open3D integrator), so that every one of them runs
+under the same load of the machine and the ratios hold even where absolute times drift.
 
 Numba compile (or on-disk cache load) time is measured separately, on a throwaway volume, before any
 timed frame. Timings are wall clock on whatever else the machine is running: on a shared machine,
@@ -95,7 +97,8 @@ class Figures:
     ours_mesh_vertices: int
     ours_blocks: int
     ours_map_mib: float
-    peak_rss_after_ours_mib: float
+    peak_rss_mib: float
+    """Peak resident memory of the process, all maps included."""
     open3d_version: str | None = None
     open3d_integrate_ms: dict[str, float] = field(default_factory=dict)
     open3d_extract_full_ms: dict[str, float] = field(default_factory=dict)
@@ -105,7 +108,6 @@ class Figures:
     """Open3D integrate ms / ours, per Open3D integrator (> 1: ours is faster)."""
     raycast_speedup: float | None = None
     extract_speedup: float | None = None
-    peak_rss_after_open3d_mib: float | None = None
     open3d_broken: list[str] = field(default_factory=list)
     """Open3D integrators that ran but produced no map in this version (left out of the comparison)."""
     machine: str = ""
@@ -162,128 +164,173 @@ def _timed(fn: Callable[[], object]) -> tuple[float, object]:
     return (time.perf_counter() - t0) * 1e3, out
 
 
-def run_ours(cfg: BenchConfig, frames: list[Frame], k: Intrinsics) -> dict[str, object]:
-    import numba
+class OursRun:
+    """Our map, one frame at a time: integrate, mesh the touched blocks (+ MeshBlock messages), raycast."""
 
-    vol_cfg = VolumeConfig(voxel_size_m=cfg.voxel_size_m)
-    integrator = Integrator(IntegratorConfig(truncation_vox=cfg.truncation_vox, max_depth_m=cfg.max_depth_m))
-    ray_cfg = RaycastConfig(max_depth_m=cfg.max_depth_m)
-    # first calls on a throwaway volume: numba compile or cache load, reported apart from the timings
-    scratch = TsdfVolume(vol_cfg)
-    f0 = frames[0]
-    first: dict[str, float] = {}
-    first["integrate"] = _timed(lambda: integrator.integrate(f0.depth_m, f0.rgb, f0.T_W_C, k, scratch))[0] / 1e3
-    first["mesh"] = _timed(lambda: mesh_blocks(scratch, blocks_affected_by(scratch, scratch.block_keys())))[0] / 1e3
-    first["raycast"] = _timed(lambda: raycast(scratch, f0.T_W_C, k, ray_cfg))[0] / 1e3
+    def __init__(self, cfg: BenchConfig, k: Intrinsics, first_frame: Frame) -> None:
+        self.k = k
+        self.vol_cfg = VolumeConfig(voxel_size_m=cfg.voxel_size_m)
+        self.integrator = Integrator(IntegratorConfig(truncation_vox=cfg.truncation_vox, max_depth_m=cfg.max_depth_m))
+        self.ray_cfg = RaycastConfig(max_depth_m=cfg.max_depth_m)
+        # first calls on a throwaway volume: numba compile or cache load, reported apart from the timings
+        scratch = TsdfVolume(self.vol_cfg)
+        f0 = first_frame
+        self.first: dict[str, float] = {
+            "integrate": _timed(lambda: self.integrator.integrate(f0.depth_m, f0.rgb, f0.T_W_C, k, scratch))[0] / 1e3,
+            "mesh": _timed(lambda: mesh_blocks(scratch, blocks_affected_by(scratch, scratch.block_keys())))[0] / 1e3,
+            "raycast": _timed(lambda: raycast(scratch, f0.T_W_C, k, self.ray_cfg))[0] / 1e3,
+        }
+        self.vol = TsdfVolume(self.vol_cfg)
+        self.t_int: list[float] = []
+        self.t_mesh: list[float] = []
+        self.t_msg: list[float] = []
+        self.t_ray: list[float] = []
+        self.n_blocks: list[int] = []
 
-    vol = TsdfVolume(vol_cfg)
-    t_int, t_mesh, t_msg, t_ray, n_blocks = [], [], [], [], []
-    for f in frames:
-        ms, res = _timed(lambda f=f: integrator.integrate(f.depth_m, f.rgb, f.T_W_C, k, vol))
-        t_int.append(ms)
-        ms, meshes = _timed(lambda res=res: mesh_blocks(vol, blocks_affected_by(vol, res.touched_keys)))
-        t_mesh.append(ms)
-        n_blocks.append(len(meshes))
-        t_msg.append(_timed(meshes.to_messages)[0])
-        t_ray.append(_timed(lambda f=f: raycast(vol, f.T_W_C, k, ray_cfg))[0])
-    extract = [_timed(lambda: extract_mesh(vol)) for _ in range(3)]
-    return {
-        "numba_threads": numba.get_num_threads(),
-        "numba_threading_layer": numba.threading_layer(),
-        "numba_first_call_s": first,
-        "ours_integrate_ms": _median(t_int), "ours_integrate_p95_ms": _p95(t_int),
-        "ours_mesh_incremental_ms": _median(t_mesh), "ours_mesh_incremental_p95_ms": _p95(t_mesh),
-        "ours_mesh_messages_ms": _median(t_msg), "ours_mesh_blocks_per_frame": float(np.mean(n_blocks)),
-        "ours_raycast_ms": _median(t_ray), "ours_raycast_p95_ms": _p95(t_ray),
-        "ours_extract_full_ms": min(ms for ms, _ in extract),
-        "ours_mesh_vertices": int(extract[0][1].vertices.shape[0]),  # type: ignore[attr-defined]
-        "ours_blocks": vol.block_count, "ours_map_mib": vol.nbytes / 2**20,
-        "peak_rss_after_ours_mib": _peak_rss_mib(),
-    }
+    def step(self, f: Frame) -> None:
+        vol, k = self.vol, self.k
+        ms, res = _timed(lambda: self.integrator.integrate(f.depth_m, f.rgb, f.T_W_C, k, vol))
+        self.t_int.append(ms)
+        ms, meshes = _timed(lambda: mesh_blocks(vol, blocks_affected_by(vol, res.touched_keys)))
+        self.t_mesh.append(ms)
+        self.n_blocks.append(len(meshes))
+        self.t_msg.append(_timed(meshes.to_messages)[0])
+        self.t_ray.append(_timed(lambda: raycast(vol, f.T_W_C, k, self.ray_cfg))[0])
+
+    def result(self) -> dict[str, object]:
+        import numba
+
+        extract = [_timed(lambda: extract_mesh(self.vol)) for _ in range(3)]
+        return {
+            "numba_threads": numba.get_num_threads(),
+            "numba_threading_layer": numba.threading_layer(),
+            "numba_first_call_s": self.first,
+            "ours_integrate_ms": _median(self.t_int), "ours_integrate_p95_ms": _p95(self.t_int),
+            "ours_mesh_incremental_ms": _median(self.t_mesh), "ours_mesh_incremental_p95_ms": _p95(self.t_mesh),
+            "ours_mesh_messages_ms": _median(self.t_msg), "ours_mesh_blocks_per_frame": float(np.mean(self.n_blocks)),
+            "ours_raycast_ms": _median(self.t_ray), "ours_raycast_p95_ms": _p95(self.t_ray),
+            "ours_extract_full_ms": min(ms for ms, _ in extract),
+            "ours_mesh_vertices": int(extract[0][1].vertices.shape[0]),  # type: ignore[attr-defined]
+            "ours_blocks": self.vol.block_count, "ours_map_mib": self.vol.nbytes / 2**20,
+        }
 
 
-def run_open3d(cfg: BenchConfig, frames: list[Frame], k: Intrinsics) -> dict[str, object]:
-    import open3d as o3d
-    import open3d.core as o3c
+class VoxelBlockGridRun:
+    """Open3D's VoxelBlockGrid on CPU, one frame at a time: integrate (block coordinates + update), raycast."""
 
-    o3d.utility.set_verbosity_level(o3d.utility.VerbosityLevel.Error)  # its warnings go to stdout (--json)
-    trunc_m = cfg.truncation_vox * cfg.voxel_size_m
-    k_t = o3c.Tensor(np.array([[k.fx, 0.0, k.cx], [0.0, k.fy, k.cy], [0.0, 0.0, 1.0]]))
-    out: dict[str, object] = {"open3d_version": o3d.__version__}
-    integ: dict[str, float] = {}
-    extract: dict[str, float] = {}
-    verts: dict[str, int] = {}
+    CAPACITY_BLOCKS = 50_000
+    """Blocks the grid is created for (Open3D allocates its hash map up front)."""
 
-    device = o3c.Device("CPU:0")
-    vbg = o3d.t.geometry.VoxelBlockGrid(
-        ("tsdf", "weight", "color"), (o3c.float32, o3c.float32, o3c.float32), ((1), (1), (3)),
-        cfg.voxel_size_m, 8, 50_000, device,
-    )
-    images = [(o3d.t.geometry.Image(o3c.Tensor(f.depth_m)),
-               o3d.t.geometry.Image(o3c.Tensor(f.rgb.astype(np.float32) / 255.0)),
-               o3c.Tensor(np.linalg.inv(f.T_W_C))) for f in frames]
-    t_int, t_ray = [], []
-    for depth, color, ext in images:
+    def __init__(self, cfg: BenchConfig, k: Intrinsics) -> None:
+        import open3d as o3d
+        import open3d.core as o3c
+
+        o3d.utility.set_verbosity_level(o3d.utility.VerbosityLevel.Error)  # its warnings go to stdout (--json)
+        self.o3d, self.o3c, self.cfg, self.k = o3d, o3c, cfg, k
+        self.k_t = o3c.Tensor(np.array([[k.fx, 0.0, k.cx], [0.0, k.fy, k.cy], [0.0, 0.0, 1.0]]))
+        self.vbg = o3d.t.geometry.VoxelBlockGrid(
+            ("tsdf", "weight", "color"), (o3c.float32, o3c.float32, o3c.float32), ((1), (1), (3)),
+            cfg.voxel_size_m, 8, self.CAPACITY_BLOCKS, o3c.Device("CPU:0"),
+        )
+        self.t_int: list[float] = []
+        self.t_ray: list[float] = []
+
+    def step(self, f: Frame) -> None:
+        o3d, o3c, cfg, k = self.o3d, self.o3c, self.cfg, self.k
+        # conversion to Open3D's types is not timed (ours takes the numpy arrays as they are)
+        depth = o3d.t.geometry.Image(o3c.Tensor(f.depth_m))
+        color = o3d.t.geometry.Image(o3c.Tensor(f.rgb.astype(np.float32) / 255.0))
+        ext = o3c.Tensor(np.linalg.inv(f.T_W_C))
         t0 = time.perf_counter()
-        coords = vbg.compute_unique_block_coordinates(depth, k_t, ext, 1.0, cfg.max_depth_m, cfg.truncation_vox)
-        vbg.integrate(coords, depth, color, k_t, ext, 1.0, cfg.max_depth_m, cfg.truncation_vox)
-        t_int.append((time.perf_counter() - t0) * 1e3)
-        t_ray.append(_timed(lambda coords=coords, ext=ext: vbg.ray_cast(
-            coords, k_t, ext, k.width_px, k.height_px, ["depth", "normal", "color"], 1.0, 0.1, cfg.max_depth_m,
+        coords = self.vbg.compute_unique_block_coordinates(depth, self.k_t, ext, 1.0, cfg.max_depth_m,
+                                                           cfg.truncation_vox)
+        self.vbg.integrate(coords, depth, color, self.k_t, ext, 1.0, cfg.max_depth_m, cfg.truncation_vox)
+        self.t_int.append((time.perf_counter() - t0) * 1e3)
+        self.t_ray.append(_timed(lambda: self.vbg.ray_cast(
+            coords, self.k_t, ext, k.width_px, k.height_px, ["depth", "normal", "color"], 1.0, 0.1, cfg.max_depth_m,
             1.0, cfg.truncation_vox, 8))[0])
-    integ["VoxelBlockGrid"] = _median(t_int)
-    ext_runs = [_timed(lambda: vbg.extract_triangle_mesh(weight_threshold=1.0)) for _ in range(3)]
-    extract["VoxelBlockGrid"] = min(ms for ms, _ in ext_runs)
-    verts["VoxelBlockGrid"] = int(ext_runs[0][1].vertex.positions.shape[0])  # type: ignore[attr-defined]
-    out["open3d_raycast_ms"] = _median(t_ray)
 
-    if cfg.scalable:
-        vol = o3d.pipelines.integration.ScalableTSDFVolume(
-            voxel_length=cfg.voxel_size_m, sdf_trunc=trunc_m,
+    def result(self) -> tuple[float, float, int, float]:
+        """(integrate ms, whole-mesh extraction ms, mesh vertices, raycast ms)."""
+        runs = [_timed(lambda: self.vbg.extract_triangle_mesh(weight_threshold=1.0)) for _ in range(3)]
+        vertices = int(runs[0][1].vertex.positions.shape[0])  # type: ignore[attr-defined]
+        return _median(self.t_int), min(ms for ms, _ in runs), vertices, _median(self.t_ray)
+
+
+class ScalableRun:
+    """Open3D's legacy ScalableTSDFVolume, integration only (its raycasting is not exposed)."""
+
+    def __init__(self, cfg: BenchConfig, k: Intrinsics) -> None:
+        import open3d as o3d
+
+        self.o3d, self.cfg = o3d, cfg
+        self.vol = o3d.pipelines.integration.ScalableTSDFVolume(
+            voxel_length=cfg.voxel_size_m, sdf_trunc=cfg.truncation_vox * cfg.voxel_size_m,
             color_type=o3d.pipelines.integration.TSDFVolumeColorType.RGB8,
         )
-        pinhole = o3d.camera.PinholeCameraIntrinsic(k.width_px, k.height_px, k.fx, k.fy, k.cx, k.cy)
-        t_int = []
-        for f in frames:
-            rgbd = o3d.geometry.RGBDImage.create_from_color_and_depth(
-                o3d.geometry.Image(np.ascontiguousarray(f.rgb)), o3d.geometry.Image(f.depth_m), depth_scale=1.0,
-                depth_trunc=cfg.max_depth_m, convert_rgb_to_intensity=False,
-            )
-            t_int.append(_timed(lambda rgbd=rgbd, f=f: vol.integrate(rgbd, pinhole, np.linalg.inv(f.T_W_C)))[0])
-        ms, mesh = _timed(vol.extract_triangle_mesh)
-        verts["ScalableTSDFVolume"] = len(mesh.vertices)  # type: ignore[attr-defined]
-        if len(vol.extract_voxel_point_cloud().points) == 0:
-            # open3d 0.20's ScalableTSDFVolume stores nothing: its "integration" time is that of a no-op
-            out["open3d_broken"] = [f"ScalableTSDFVolume (open3d {o3d.__version__}: integrates nothing, "
-                                    f"median {_median(t_int):.2f} ms of a no-op; excluded)"]
-        else:
-            integ["ScalableTSDFVolume"] = _median(t_int)
-            extract["ScalableTSDFVolume"] = ms
-    out["open3d_integrate_ms"] = integ
-    out["open3d_extract_full_ms"] = extract
-    out["open3d_mesh_vertices"] = verts
-    out["peak_rss_after_open3d_mib"] = _peak_rss_mib()
-    return out
+        self.pinhole = o3d.camera.PinholeCameraIntrinsic(k.width_px, k.height_px, k.fx, k.fy, k.cx, k.cy)
+        self.t_int: list[float] = []
+
+    def step(self, f: Frame) -> None:
+        o3d = self.o3d
+        rgbd = o3d.geometry.RGBDImage.create_from_color_and_depth(
+            o3d.geometry.Image(np.ascontiguousarray(f.rgb)), o3d.geometry.Image(f.depth_m), depth_scale=1.0,
+            depth_trunc=self.cfg.max_depth_m, convert_rgb_to_intensity=False,
+        )
+        self.t_int.append(_timed(lambda: self.vol.integrate(rgbd, self.pinhole, np.linalg.inv(f.T_W_C)))[0])
+
+    def result(self) -> tuple[float, float, int, bool]:
+        """(integrate ms, whole-mesh extraction ms, mesh vertices, whether it stored anything)."""
+        ms, mesh = _timed(self.vol.extract_triangle_mesh)
+        stored = len(self.vol.extract_voxel_point_cloud().points) > 0
+        return _median(self.t_int), ms, len(mesh.vertices), stored  # type: ignore[attr-defined]
 
 
 def run(cfg: BenchConfig) -> Figures:
+    """Fuse the frames into every map, frame by frame in turn (ours, then each Open3D integrator), so that
+    all of them run under the same machine load; medians per map."""
     frames, k, description = load_frames(cfg)
-    ours = run_ours(cfg, frames, k)
+    ours = OursRun(cfg, k, frames[0])
+    vbg = VoxelBlockGridRun(cfg, k) if cfg.open3d else None
+    scalable = ScalableRun(cfg, k) if cfg.open3d and cfg.scalable else None
+    for f in frames:
+        ours.step(f)
+        if vbg is not None:
+            vbg.step(f)
+        if scalable is not None:
+            scalable.step(f)
     figures = Figures(
         data=description, width=k.width_px, height=k.height_px, frames=len(frames),
         voxel_size_m=cfg.voxel_size_m, truncation_vox=cfg.truncation_vox, max_depth_m=cfg.max_depth_m,
         machine=f"{platform.machine()} {platform.processor() or ''} python {platform.python_version()}".strip(),
-        **ours,  # type: ignore[arg-type]
+        peak_rss_mib=0.0,
+        **ours.result(),  # type: ignore[arg-type]
     )
-    if cfg.open3d:
-        o3d_figs = run_open3d(cfg, frames, k)
-        for key, value in o3d_figs.items():
-            setattr(figures, key, value)
-        figures.speedup = {name: ms / figures.ours_integrate_ms for name, ms in figures.open3d_integrate_ms.items()}
-        if figures.open3d_raycast_ms is not None:
-            figures.raycast_speedup = figures.open3d_raycast_ms / figures.ours_raycast_ms
-        if "VoxelBlockGrid" in figures.open3d_extract_full_ms:
-            figures.extract_speedup = figures.open3d_extract_full_ms["VoxelBlockGrid"] / figures.ours_extract_full_ms
+    if vbg is not None:
+        import open3d as o3d
+
+        figures.open3d_version = o3d.__version__
+        ms, extract_ms, vertices, ray_ms = vbg.result()
+        figures.open3d_integrate_ms["VoxelBlockGrid"] = ms
+        figures.open3d_extract_full_ms["VoxelBlockGrid"] = extract_ms
+        figures.open3d_mesh_vertices["VoxelBlockGrid"] = vertices
+        figures.open3d_raycast_ms = ray_ms
+    if scalable is not None:
+        ms, extract_ms, vertices, stored = scalable.result()
+        figures.open3d_mesh_vertices["ScalableTSDFVolume"] = vertices
+        if stored:
+            figures.open3d_integrate_ms["ScalableTSDFVolume"] = ms
+            figures.open3d_extract_full_ms["ScalableTSDFVolume"] = extract_ms
+        else:
+            # open3d 0.20's ScalableTSDFVolume stores nothing: its "integration" time is that of a no-op
+            figures.open3d_broken.append(f"ScalableTSDFVolume (open3d {figures.open3d_version}: integrates nothing, "
+                                         f"median {ms:.2f} ms of a no-op; excluded)")
+    figures.speedup = {name: ms / figures.ours_integrate_ms for name, ms in figures.open3d_integrate_ms.items()}
+    if figures.open3d_raycast_ms is not None:
+        figures.raycast_speedup = figures.open3d_raycast_ms / figures.ours_raycast_ms
+    if "VoxelBlockGrid" in figures.open3d_extract_full_ms:
+        figures.extract_speedup = figures.open3d_extract_full_ms["VoxelBlockGrid"] / figures.ours_extract_full_ms
+    figures.peak_rss_mib = _peak_rss_mib()
     return figures
 
 
@@ -314,9 +361,10 @@ def print_table(f: Figures) -> None:
           f"({f.ours_mesh_blocks_per_frame:.0f} blocks/frame), raycast {f.ours_raycast_p95_ms:.2f} ms")
     print(f"map: {f.ours_blocks} blocks, {f.ours_map_mib:.1f} MiB; mesh vertices ours {f.ours_mesh_vertices}, open3d "
           + ", ".join(f"{k} {v}" for k, v in f.open3d_mesh_vertices.items()))
-    rss = f"peak RSS: {f.peak_rss_after_ours_mib:.0f} MiB after ours"
-    if f.peak_rss_after_open3d_mib is not None:
-        rss += f", {f.peak_rss_after_open3d_mib:.0f} MiB after open3d {f.open3d_version}"
+    rss = f"peak RSS of the process: {f.peak_rss_mib:.0f} MiB"
+    if f.open3d_version is not None:
+        rss += (f" (with open3d {f.open3d_version}, whose VoxelBlockGrid is created for "
+                f"{VoxelBlockGridRun.CAPACITY_BLOCKS} blocks)")
     print(rss)
     for line in f.open3d_broken:
         print(f"not compared: {line}")
