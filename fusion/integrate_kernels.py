@@ -8,8 +8,9 @@ Two steps per frame:
    the optical axis) and emits the block of each sample. With the layer spacing (along the ray) below one
    block edge, no block can lie inside the band between two adjacent layers without touching one of them
    (a cube is at least one edge wide in every direction), so away from depth discontinuities the band's
-   blocks are found exactly. Consecutive duplicate keys along an image row are dropped here; the hash map
-   removes the rest.
+   blocks are found exactly. Duplicate keys are dropped here where cheap (the previous pixel's, and a
+   direct-mapped set of the keys already emitted by a group of :data:`BAND_ROWS_PER_GROUP` rows: 8.9 k ->
+   3.0 k candidates for 531 blocks on a synthetic frame); the hash map removes the rest.
 2. :func:`integrate_blocks` updates every voxel of those blocks: project the voxel centre, take the
    nearest pixel's depth ``d``; with ``sdf = d - z`` (projective, along the optical axis), voxels with
    ``sdf >= -trunc`` get ``tsdf <- (tsdf * w + min(sdf, trunc)) / (w + 1)``, colour likewise (rounded),
@@ -25,6 +26,10 @@ import numba as nb
 import numpy as np
 
 from fusion.hash_kernels import FASTMATH, pack_key, unpack_key
+
+BAND_ROWS_PER_GROUP = 4
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+"""Sampled rows whose block keys :func:`band_block_keys` deduplicates together (a block spans many rows)."""
 
 
 @nb.njit(parallel=True, cache=True, fastmath=FASTMATH)
@@ -47,63 +52,75 @@ def band_block_keys(
     """Packed keys (N,) int64 of the blocks crossed by the truncation band (duplicates possible).
 
     depth (H, W) float32 metres; R_WC (3, 3) float64, t_WC (3,) float64 camera-to-world. ``n_threads``: numba's
-    thread count; rows are interleaved over the threads (valid depth is often in one half of the image), and
-    the keys come out in row order whatever it is.
+    thread count; groups of rows are interleaved over the threads (valid depth is often in one half of the
+    image), and the keys come out in row order, the same whatever it is.
     """
     h, w = depth.shape
     n_layers = 2 * n_half_layers + 1
     layer_step = trunc_m / n_half_layers
     inv_b = 1.0 / block_size_m
     n_rows = (h + stride_px - 1) // stride_px
-    row_keys = np.empty((n_rows, ((w + stride_px - 1) // stride_px) * n_layers), np.int64)
-    row_counts = np.zeros(n_rows, np.int64)
-    per = (n_rows + n_threads - 1) // n_threads
+    row_cap = ((w + stride_px - 1) // stride_px) * n_layers
+    g_rows = BAND_ROWS_PER_GROUP
+    n_groups = (n_rows + g_rows - 1) // g_rows
+    group_keys = np.empty((n_groups, g_rows * row_cap), np.int64)
+    group_counts = np.zeros(n_groups, np.int64)
+    per = (n_groups + n_threads - 1) // n_threads
     for i in nb.prange(per * n_threads):
-        r = (i % per) * n_threads + i // per
-        if r >= n_rows:
+        g = (i % per) * n_threads + i // per
+        if g >= n_groups:
             continue
-        v = r * stride_px
-        last = np.full(n_layers, -1, np.int64)
+        # keys emitted by this group of rows, direct-mapped: most blocks recur in the next rows
+        seen = np.full(256, -1, np.int64)
+        last = np.empty(n_layers, np.int64)
         n = 0
-        yr = (v - cy) / fy
-        ax = R_WC[0, 1] * yr + R_WC[0, 2]
-        ay = R_WC[1, 1] * yr + R_WC[1, 2]
-        az = R_WC[2, 1] * yr + R_WC[2, 2]
-        for u in range(0, w, stride_px):
-            d = depth[v, u]
-            if not (d >= min_depth_m and d <= max_depth_m):
-                continue
-            xr = (u - cx) / fx
-            dx = R_WC[0, 0] * xr + ax
-            dy = R_WC[1, 0] * xr + ay
-            dz = R_WC[2, 0] * xr + az
-            for layer in range(n_layers):
-                z = d + (layer - n_half_layers) * layer_step
-                if z <= 0.0:
+        for r in range(g * g_rows, min((g + 1) * g_rows, n_rows)):
+            v = r * stride_px
+            last[:] = -1
+            yr = (v - cy) / fy
+            ax = R_WC[0, 1] * yr + R_WC[0, 2]
+            ay = R_WC[1, 1] * yr + R_WC[1, 2]
+            az = R_WC[2, 1] * yr + R_WC[2, 2]
+            for u in range(0, w, stride_px):
+                d = depth[v, u]
+                if not (d >= min_depth_m and d <= max_depth_m):
                     continue
-                key = pack_key(
-                    np.int64(np.floor((t_WC[0] + dx * z) * inv_b)),
-                    np.int64(np.floor((t_WC[1] + dy * z) * inv_b)),
-                    np.int64(np.floor((t_WC[2] + dz * z) * inv_b)),
-                )
-                dup = False
-                for j in range(n_layers):
-                    if last[j] == key:
-                        dup = True
-                        break
-                last[layer] = key
-                if not dup:
-                    row_keys[r, n] = key
+                xr = (u - cx) / fx
+                dx = R_WC[0, 0] * xr + ax
+                dy = R_WC[1, 0] * xr + ay
+                dz = R_WC[2, 0] * xr + az
+                for layer in range(n_layers):
+                    z = d + (layer - n_half_layers) * layer_step
+                    if z <= 0.0:
+                        continue
+                    key = pack_key(
+                        np.int64(np.floor((t_WC[0] + dx * z) * inv_b)),
+                        np.int64(np.floor((t_WC[1] + dy * z) * inv_b)),
+                        np.int64(np.floor((t_WC[2] + dz * z) * inv_b)),
+                    )
+                    dup = False
+                    for j in range(n_layers):
+                        if last[j] == key:
+                            dup = True
+                            break
+                    last[layer] = key
+                    if dup:
+                        continue
+                    slot = (np.uint64(key) * _GOLDEN) >> np.uint64(56)  # Fibonacci hashing: top 8 bits
+                    if seen[slot] == key:
+                        continue
+                    seen[slot] = key
+                    group_keys[g, n] = key
                     n += 1
-        row_counts[r] = n
-    offsets = np.zeros(n_rows + 1, np.int64)
-    for r in range(n_rows):
-        offsets[r + 1] = offsets[r] + row_counts[r]
-    out = np.empty(offsets[n_rows], np.int64)
-    for r in range(n_rows):  # a few thousand keys: serial beats waking the thread pool again
-        o = offsets[r]
-        for i in range(row_counts[r]):
-            out[o + i] = row_keys[r, i]
+        group_counts[g] = n
+    offsets = np.zeros(n_groups + 1, np.int64)
+    for g in range(n_groups):
+        offsets[g + 1] = offsets[g] + group_counts[g]
+    out = np.empty(offsets[n_groups], np.int64)
+    for g in range(n_groups):  # a few thousand keys: serial beats waking the thread pool again
+        o = offsets[g]
+        for i in range(group_counts[g]):
+            out[o + i] = group_keys[g, i]
     return out
 
 
