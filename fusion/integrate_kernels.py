@@ -28,8 +28,9 @@ import numpy as np
 from fusion.hash_kernels import FASTMATH, pack_key, unpack_key
 
 BAND_ROWS_PER_GROUP = 4
-_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 """Sampled rows whose block keys :func:`band_block_keys` deduplicates together (a block spans many rows)."""
+
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)  # 2^64 / golden ratio, for the band pass's direct-mapped key set
 
 
 @nb.njit(parallel=True, cache=True, fastmath=FASTMATH)
