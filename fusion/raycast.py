@@ -79,8 +79,8 @@ def raycast(
     t_CW = -R_CW @ t_WC
     h, w = intrinsics.height_px, intrinsics.width_px
     k = (intrinsics.fx, intrinsics.fy, intrinsics.cx, intrinsics.cy)
-    near, far = rk.block_range_map(
-        volume.packed_keys, volume.block_count, R_CW, t_CW, *k, w, h, cfg.tile_px, volume.block_size_vox,
+    near, far, table, table_origin = rk.block_range_map(
+        volume.packed_keys, volume.block_count, R_CW, t_CW, *k, w, h, cfg.tile_px, volume.config.block_shift,
         volume.voxel_size_m, cfg.min_depth_m, cfg.max_depth_m, volume.tsdf, volume.weight, float(cfg.min_weight),
         max(1, min(volume.block_count, 4 * numba.get_num_threads())),
     )
@@ -90,6 +90,7 @@ def raycast(
     rk.march(
         near, far, cfg.tile_px, volume.tsdf, volume.weight, volume.color, volume.hash_keys, volume.hash_ids,
         volume.config.block_shift, volume.voxel_size_m, R_WC, t_WC, *k, cfg.min_depth_m, cfg.max_depth_m,
-        float(cfg.min_weight), float(cfg.newton_tolerance_vox), depth, normals, color, numba.get_num_threads(),
+        float(cfg.min_weight), float(cfg.newton_tolerance_vox), depth, normals, color, numba.get_num_threads(), table,
+        table_origin,
     )
     return RaycastResult(depth_m=depth, normals_C=normals, color=color)

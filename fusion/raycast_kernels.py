@@ -1,13 +1,15 @@
 """Numba kernels of TSDF raycasting: per-tile depth ranges from block projection, then ray marching.
 
 1. :func:`block_range_map` projects the bounding box of every allocated block (clipped to the space in
-   front of the camera) into the image and keeps, per ``tile x tile`` pixel tile, the nearest and
-   farthest camera depth of any block covering it. Rays start at their tile's near depth, so empty space
-   in front of the map costs nothing.
+   front of the camera) into the image and keeps, per ``tile x tile`` pixel tile, the farthest camera
+   depth of any block covering it and, as the tile's near depth, the nearest *surface voxel* whose
+   footprint touches it, less a margin. Rays start at their tile's near depth, so empty space in front of
+   the surfaces costs nothing. It also fills a dense table of the block ids in a box around the blocks in
+   view, which the march reads instead of probing the hash map.
 2. :func:`march` walks each pixel's ray (parameter ``t`` = camera depth ``z``) with nearest-voxel reads,
    :data:`RAYS_PER_STEP` neighbouring rays at a time with their steps interleaved: unallocated blocks are
    skipped to their exit, unobserved voxels are stepped over one voxel at a time, observed voxels advance
-   by their TSDF value (at least one voxel; an overshoot of up to a voxel lands in the negative band
+   by their TSDF value plus one voxel (an overshoot of up to about a voxel lands in the negative band
    behind the surface, which is several voxels thick, so it is still detected). At the first change from
    + to - (a front face), the crossing is refined by Newton steps on the trilinear TSDF (each at most one
    voxel; the TSDF is re-sampled after a step longer than ``newton_tol`` voxels, up to 3 times, and regula
@@ -20,9 +22,10 @@
    cache: re-samples inside the same cell read no voxels. Rays that reach their range or depth limit
    without a front face give depth 0.
 
-The kernels index the map's arrays themselves and never pass them to helpers: once numba inlines a helper
-that takes arrays, every call costs an atomic reference-count increment and decrement per array (17 % of the
-samples of a single-thread profile; two threads doing it on the same arrays also contend for the counts).
+The kernels index the map's arrays themselves and never pass them to the hot helpers: once numba inlines a
+helper that takes arrays, every call costs an atomic reference-count increment and decrement per array (17 %
+of the samples of a single-thread profile; two threads doing it on the same arrays also contend for the
+counts).
 
 Block coordinates use arithmetic shifts, so the block size must be a power of two (see VolumeConfig).
 """
@@ -35,6 +38,11 @@ import numba as nb
 import numpy as np
 
 from fusion.hash_kernels import FASTMATH, lookup, pack_key, unpack_key
+
+MAX_TABLE_BLOCKS = 1 << 22
+"""Largest dense block table (entries, 4 bytes each) that :func:`block_range_map` builds; beyond it (a view
+box of more than ~160^3 blocks, e.g. voxels of a few millimetres and a far depth limit) the march looks
+every block up in the hash map."""
 
 
 @nb.njit(parallel=True, cache=True, fastmath=FASTMATH)
@@ -50,7 +58,7 @@ def block_range_map(
     width: int,
     height: int,
     tile: int,
-    block_size_vox: int,
+    block_shift: int,
     voxel_size_m: float,
     min_depth_m: float,
     max_depth_m: float,
@@ -58,38 +66,67 @@ def block_range_map(
     weight: np.ndarray,
     min_weight: float,
     n_chunks: int,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Per-tile (near, far) ray range in camera depth (metres), (TH, TW) float32 each.
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Per-tile ray ranges and a dense block table of the view.
 
-    far: the farthest depth of any block whose projection covers the tile (0 when none does).
-    near: the nearest depth of any *surface voxel* (observed, |tsdf| < 2 voxels) whose projected footprint
-    (1.5 voxel radius, +1 px) touches the tile, minus 3 voxels; tiles with no surface voxel but some
-    block use the nearest block depth; +inf when no block covers the tile.
+    Returns:
+        near, far: (TH, TW) float32 camera depths (metres). far: the farthest depth of any block whose
+            projection covers the tile (0 when none does). near: the nearest depth of any *surface voxel*
+            (observed, |tsdf| < 2 voxels) whose projected footprint touches the tile, minus 3 voxels;
+            tiles with no surface voxel but some block use the nearest block depth; +inf when no block
+            covers the tile. The footprint is a disc of 1 voxel (a nearest-voxel read of a ray reads a
+            voxel within sqrt(3)/2 voxel of it) plus 1 pixel.
+        table: (NX, NY, NZ) int32 block ids (-1: not allocated) of the block coordinates in the box
+            ``table_origin + [0, N)``, which holds every block in view with one block to spare on each side;
+            empty (0, 0, 0) when it would exceed :data:`MAX_TABLE_BLOCKS`.
+        table_origin: (3,) int64 block coordinates of ``table[0, 0, 0]``.
+
+    Surface voxels are splatted by columns: along the world axis most aligned with the camera's z, a run
+    of consecutive surface voxels projects onto a segment (projection keeps segments), so one tile
+    rectangle covering the footprints at both ends, at the run's nearest depth, covers every voxel of the
+    run (a run of a surface seen head-on is the 4-voxel band and lands on the same tiles).
 
     Blocks are split into ``n_chunks`` (>= 1) chunks processed in parallel, each into its own tile maps,
     merged at the end.
     """
     n_ty = (height + tile - 1) // tile
     n_tx = (width + tile - 1) // tile
-    bm = block_size_vox * voxel_size_m
+    inv_tile = 1.0 / tile
+    bs = 1 << block_shift
+    bmask = bs - 1
+    bm = bs * voxel_size_m
     lo = -0.5 * voxel_size_m  # nearest-voxel reads of a block cover [origin - s/2, origin + (B - 1/2) s];
     hi = bm  # trilinear cells owned by it reach origin + B s
     z_clip = 0.5 * min_depth_m
-    bs = block_size_vox
     nv = bs * bs * bs
     surf_band = 2.0 * voxel_size_m
     # camera-frame step of one voxel along each world axis
     sx0, sx1, sx2 = R_CW[0, 0] * voxel_size_m, R_CW[1, 0] * voxel_size_m, R_CW[2, 0] * voxel_size_m
     sy0, sy1, sy2 = R_CW[0, 1] * voxel_size_m, R_CW[1, 1] * voxel_size_m, R_CW[2, 1] * voxel_size_m
     sz0, sz1, sz2 = R_CW[0, 2] * voxel_size_m, R_CW[1, 2] * voxel_size_m, R_CW[2, 2] * voxel_size_m
-    foot = 1.5 * voxel_size_m * max(fx, fy)
+    foot = voxel_size_m * max(fx, fy)
+    # columns run along world axis a_ax (the one most aligned with the camera's z): linear voxel index
+    # p * st_p + q * st_q + k * st_a for column (p, q), position k; (cs0, cs1, cs2) = camera step per voxel
+    a_ax = 0
+    for ax in range(1, 3):
+        if abs(R_CW[2, ax]) > abs(R_CW[2, a_ax]):
+            a_ax = ax
+    st_a = 1 if a_ax == 0 else (bs if a_ax == 1 else bs * bs)
+    st_p = bs if a_ax == 0 else 1
+    st_q = bs if a_ax == 2 else bs * bs
+    cs0 = R_CW[0, a_ax] * voxel_size_m
+    cs1 = R_CW[1, a_ax] * voxel_size_m
+    cs2 = R_CW[2, a_ax] * voxel_size_m
     near_c = np.full((n_chunks, n_ty, n_tx), np.inf, np.float32)
     far_c = np.zeros((n_chunks, n_ty, n_tx), np.float32)
     near_surf_c = np.full((n_chunks, n_ty, n_tx), np.inf, np.float32)
     at_camera = np.zeros(n_chunks, np.bool_)
+    box_lo = np.full((n_chunks, 3), 1 << 40, np.int64)
+    box_hi = np.full((n_chunks, 3), -(1 << 40), np.int64)
     for ch in nb.prange(n_chunks):
         cam = np.empty((8, 3))
-        sel = np.empty(nv, np.int64)
+        surf = np.empty(nv, np.bool_)
+        ns = near_surf_c[ch]
         for b in range(ch * block_count // n_chunks, (ch + 1) * block_count // n_chunks):
             bx, by, bz = unpack_key(packed_keys[b])
             ox = bx * bm
@@ -137,49 +174,90 @@ def block_range_map(
                 zmin = z_clip
             if umax < -0.5 or vmax < -0.5 or umin > width - 0.5 or vmin > height - 0.5:
                 continue
-            tx0 = max(0, math.floor((umin + 0.5) / tile))
-            tx1 = min(n_tx - 1, math.floor((umax + 0.5) / tile))
-            ty0 = max(0, math.floor((vmin + 0.5) / tile))
-            ty1 = min(n_ty - 1, math.floor((vmax + 0.5) / tile))
+            box_lo[ch, 0] = min(box_lo[ch, 0], bx)
+            box_lo[ch, 1] = min(box_lo[ch, 1], by)
+            box_lo[ch, 2] = min(box_lo[ch, 2], bz)
+            box_hi[ch, 0] = max(box_hi[ch, 0], bx)
+            box_hi[ch, 1] = max(box_hi[ch, 1], by)
+            box_hi[ch, 2] = max(box_hi[ch, 2], bz)
+            tx0 = max(0, math.floor((umin + 0.5) * inv_tile))
+            tx1 = min(n_tx - 1, math.floor((umax + 0.5) * inv_tile))
+            ty0 = max(0, math.floor((vmin + 0.5) * inv_tile))
+            ty1 = min(n_ty - 1, math.floor((vmax + 0.5) * inv_tile))
             for ty in range(ty0, ty1 + 1):
                 for tx in range(tx0, tx1 + 1):
                     if zmin < near_c[ch, ty, tx]:
                         near_c[ch, ty, tx] = zmin
                     if zmax > far_c[ch, ty, tx]:
                         far_c[ch, ty, tx] = zmax
-            # splat the block's surface voxels
+            # splat the block's surface voxels, a run of a column at a time
             c0x = R_CW[0, 0] * ox + R_CW[0, 1] * oy + R_CW[0, 2] * oz + t_CW[0]
             c0y = R_CW[1, 0] * ox + R_CW[1, 1] * oy + R_CW[1, 2] * oz + t_CW[1]
             c0z = R_CW[2, 0] * ox + R_CW[2, 1] * oy + R_CW[2, 2] * oz + t_CW[2]
-            n_sel = 0
+            n_surf = 0
             for lin in range(nv):
-                sel[n_sel] = lin
-                n_sel += (weight[b, lin] >= min_weight) & (abs(tsdf[b, lin]) < surf_band)
-            for j in range(n_sel):
-                lin = sel[j]
-                ix = lin % bs
-                iy = (lin // bs) % bs
-                iz = lin // (bs * bs)
-                x = c0x + ix * sx0 + iy * sy0 + iz * sz0
-                y = c0y + ix * sx1 + iy * sy1 + iz * sz1
-                z = c0z + ix * sx2 + iy * sy2 + iz * sz2
-                if z < z_clip:
-                    at_camera[ch] = True
-                    continue
-                iz_ = 1.0 / z
-                u = fx * x * iz_ + cx
-                v = fy * y * iz_ + cy
-                r = foot * iz_ + 1.0
-                if u + r < -0.5 or v + r < -0.5 or u - r > width - 0.5 or v - r > height - 0.5:
-                    continue
-                sx_0 = max(0, math.floor((u - r + 0.5) / tile))
-                sx_1 = min(n_tx - 1, math.floor((u + r + 0.5) / tile))
-                sy_0 = max(0, math.floor((v - r + 0.5) / tile))
-                sy_1 = min(n_ty - 1, math.floor((v + r + 0.5) / tile))
-                for ty in range(sy_0, sy_1 + 1):
-                    for tx in range(sx_0, sx_1 + 1):
-                        if z < near_surf_c[ch, ty, tx]:
-                            near_surf_c[ch, ty, tx] = z
+                s_ = (weight[b, lin] >= min_weight) & (abs(tsdf[b, lin]) < surf_band)
+                surf[lin] = s_
+                n_surf += s_
+            if n_surf == 0:
+                continue
+            for p in range(bs):
+                for q in range(bs):
+                    col = p * st_p + q * st_q
+                    k = 0
+                    while k < bs:
+                        if not surf[col + k * st_a]:
+                            k += 1
+                            continue
+                        k0 = k
+                        k += 1
+                        while k < bs and surf[col + k * st_a]:
+                            k += 1
+                        lin = col + k0 * st_a  # the run is k0 .. k - 1
+                        ix = lin & bmask
+                        iy = (lin >> block_shift) & bmask
+                        iz = lin >> (2 * block_shift)
+                        x0 = c0x + ix * sx0 + iy * sy0 + iz * sz0
+                        y0 = c0y + ix * sx1 + iy * sy1 + iz * sz1
+                        z0 = c0z + ix * sx2 + iy * sy2 + iz * sz2
+                        n_run = k - 1 - k0
+                        x1 = x0 + n_run * cs0
+                        y1 = y0 + n_run * cs1
+                        z1 = z0 + n_run * cs2
+                        z = min(z0, z1)
+                        if z < z_clip:
+                            at_camera[ch] = True
+                            continue
+                        iz0 = 1.0 / z0
+                        iz1 = 1.0 / z1
+                        u0 = fx * x0 * iz0 + cx
+                        v0 = fy * y0 * iz0 + cy
+                        u1 = fx * x1 * iz1 + cx
+                        v1 = fy * y1 * iz1 + cy
+                        r = foot * max(iz0, iz1) + 1.0
+                        ua = min(u0, u1) - r
+                        ub = max(u0, u1) + r
+                        va = min(v0, v1) - r
+                        vb = max(v0, v1) + r
+                        if ub < -0.5 or vb < -0.5 or ua > width - 0.5 or va > height - 0.5:
+                            continue
+                        sx_0 = max(0, math.floor((ua + 0.5) * inv_tile))
+                        sx_1 = min(n_tx - 1, math.floor((ub + 0.5) * inv_tile))
+                        sy_0 = max(0, math.floor((va + 0.5) * inv_tile))
+                        sy_1 = min(n_ty - 1, math.floor((vb + 0.5) * inv_tile))
+                        if sy_1 - sy_0 < 3 and sx_1 - sx_0 < 3:
+                            # the common case without data-dependent loop exits (mispredicted branches
+                            # were a third of the splat): a 3 x 3 window of tiles, indices clamped to the
+                            # rectangle (a repeated tile takes the same minimum)
+                            for i in range(3):
+                                ty = min(sy_0 + i, sy_1)
+                                for j in range(3):
+                                    tx = min(sx_0 + j, sx_1)
+                                    ns[ty, tx] = min(ns[ty, tx], z)
+                        else:
+                            for ty in range(sy_0, sy_1 + 1):
+                                for tx in range(sx_0, sx_1 + 1):
+                                    ns[ty, tx] = min(ns[ty, tx], z)
     near = near_c[0].copy()
     far = far_c[0].copy()
     near_surf = near_surf_c[0].copy()
@@ -189,14 +267,31 @@ def block_range_map(
                 near[ty, tx] = min(near[ty, tx], near_c[ch, ty, tx])
                 far[ty, tx] = max(far[ty, tx], far_c[ch, ty, tx])
                 near_surf[ty, tx] = min(near_surf[ty, tx], near_surf_c[ch, ty, tx])
+    # dense block table of the view box, one block to spare on each side (trilinear corners)
+    origin = np.empty(3, np.int64)
+    shape = np.zeros(3, np.int64)
+    for a in range(3):
+        origin[a] = box_lo[:, a].min() - 1
+        shape[a] = max(box_hi[:, a].max() + 2 - origin[a], 0)
+    if shape[0] * shape[1] * shape[2] > MAX_TABLE_BLOCKS:
+        shape[:] = 0
+    table = np.full((shape[0], shape[1], shape[2]), -1, np.int32)
+    if table.size > 0:
+        for b in range(block_count):
+            bx, by, bz = unpack_key(packed_keys[b])
+            gx = bx - origin[0]
+            gy = by - origin[1]
+            gz = bz - origin[2]
+            if 0 <= gx < shape[0] and 0 <= gy < shape[1] and 0 <= gz < shape[2]:
+                table[gx, gy, gz] = b
     margin = 3.0 * voxel_size_m
     if at_camera.any():  # a surface voxel touches the camera: no tile can skip its near range
-        return near, far
+        return near, far, table, origin
     for ty in range(n_ty):
         for tx in range(n_tx):
             if near_surf[ty, tx] < np.inf:
                 near[ty, tx] = max(near[ty, tx], near_surf[ty, tx] - margin)
-    return near, far
+    return near, far, table, origin
 
 
 @nb.njit(cache=True, fastmath=FASTMATH, inline="always")
@@ -239,6 +334,23 @@ def _flat3(i: int, j: int, n_j: int, k: int) -> np.uint64:
     return np.uint64(3 * (i * n_j + j) + k)
 
 
+@nb.njit(cache=True, inline="always")
+def _block_id(
+    table_f: np.ndarray, tox: int, toy: int, toz: int, tnx: np.uint64, tny: np.uint64, tnz: np.uint64,
+    hash_keys: np.ndarray, hash_ids: np.ndarray, bx: int, by: int, bz: int, key: np.int64,
+) -> np.int32:
+    """Id of block (bx, by, bz) (packed ``key``): from the flat dense table of :func:`block_range_map` when it
+    lies in the table's box (unsigned compare: negative differences wrap to huge values), else from the
+    hash map; -1 when not allocated. For the less frequent lookups (this helper takes arrays, see the module
+    docstring); the march's hot path spells it out."""
+    qx = np.uint64(bx - tox)
+    qy = np.uint64(by - toy)
+    qz = np.uint64(bz - toz)
+    if qx < tnx and qy < tny and qz < tnz:
+        return table_f[(qx * tny + qy) * tnz + qz]
+    return lookup(hash_keys, hash_ids, key)
+
+
 # refinement phases (see march)
 _NEWTON = 0
 _RF_START = 1
@@ -277,11 +389,14 @@ def march(
     normal_out: np.ndarray,
     color_out: np.ndarray,
     n_threads: int,
+    table: np.ndarray,
+    table_origin: np.ndarray,
 ) -> None:
     """Raycast every pixel: depth_out (H, W) float32 (0 = no surface), normal_out (H, W, 3) float32 (unit,
     camera frame, towards free space; 0 where no surface), color_out (H, W, 3) uint8.
 
-    Arrays are only indexed here, never handed to helpers (see the module docstring).
+    Block ids come from ``table`` (see :func:`block_range_map`) where the block lies in its box, else
+    from the hash map. Arrays are only indexed here, never handed to helpers (see the module docstring).
     """
     h, w = depth_out.shape
     shift = block_shift
@@ -302,6 +417,15 @@ def march(
     normal_f = normal_out.reshape(normal_out.size)
     color_of = color_out.reshape(color_out.size)
     per = (h + n_threads - 1) // n_threads
+    # dense block table: block (bx, by, bz) is at flat offset (qx * tny + qy) * tnz + qz, q = b - origin, if
+    # every q is in range (unsigned compare: negative differences wrap to huge values)
+    table_f = table.reshape(table.size)
+    tox = table_origin[0]
+    toy = table_origin[1]
+    toz = table_origin[2]
+    tnx = np.uint64(table.shape[0])
+    tny = np.uint64(table.shape[1])
+    tnz = np.uint64(table.shape[2])
     for i in nb.prange(per * n_threads):
         # rows interleaved over the threads' contiguous chunks of i, so that each thread gets rows from the
         # whole image (surfaces within range are often in one half of it)
@@ -390,7 +514,13 @@ def march(
                     key = pack_key(bx, by, bz)
                     if key != r_key[r]:
                         r_key[r] = key
-                        r_id[r] = lookup(hash_keys, hash_ids, key)
+                        qx = np.uint64(bx - tox)
+                        qy = np.uint64(by - toy)
+                        qz = np.uint64(bz - toz)
+                        if qx < tnx and qy < tny and qz < tnz:
+                            r_id[r] = table_f[(qx * tny + qy) * tnz + qz]
+                        else:
+                            r_id[r] = lookup(hash_keys, hash_ids, key)
                     b = r_id[r]
                     lin = (ix & m) + bs * ((iy & m) + bs * (iz & m))
                     observed = b >= 0 and weight_f[_flat(b, lin, nv)] >= min_weight
@@ -434,7 +564,7 @@ def march(
                     r_prev[r, 0] = t
                     r_prev[r, 1] = f
                     r_long[r] = f > 1.5
-                    r_t[r] = t + max(f, 1.0) * dt_voxel
+                    r_t[r] = t + max(f + 1.0, 1.0) * dt_voxel
             # ---- refine each front face and write its pixel ----
             for r in range(nr):
                 u = u0 + r
@@ -481,7 +611,8 @@ def march(
                         key = pack_key(ix >> shift, iy >> shift, iz >> shift)
                         if key != cached_key:
                             cached_key = key
-                            cached_id = lookup(hash_keys, hash_ids, key)
+                            cached_id = _block_id(table_f, tox, toy, toz, tnx, tny, tnz, hash_keys, hash_ids,
+                                                  ix >> shift, iy >> shift, iz >> shift, key)
                         lin = (ix & m) + bs * ((iy & m) + bs * (iz & m))
                         if cached_id >= 0 and weight_f[_flat(cached_id, lin, nv)] >= min_weight:
                             fv = tsdf_f[_flat(cached_id, lin, nv)] * inv_s
@@ -524,7 +655,16 @@ def march(
                     ):
                         # the cell lies inside one block: one lookup, corners at fixed offsets
                         key = pack_key(x0 >> shift, y0 >> shift, z0 >> shift)
-                        bid = cached_id if key == cached_key else lookup(hash_keys, hash_ids, key)
+                        if key == cached_key:
+                            bid = cached_id
+                        else:
+                            qx = np.uint64((x0 >> shift) - tox)
+                            qy = np.uint64((y0 >> shift) - toy)
+                            qz = np.uint64((z0 >> shift) - toz)
+                            if qx < tnx and qy < tny and qz < tnz:
+                                bid = table_f[(qx * tny + qy) * tnz + qz]
+                            else:
+                                bid = lookup(hash_keys, hash_ids, key)
                         # defined before the branch on purpose: numba 0.68 miscompiles these offsets inside a
                         # prange body when they are only assigned under `if bid >= 0`
                         l0 = (x0 & m) + bs * ((y0 & m) + bs * (z0 & m))
@@ -567,7 +707,9 @@ def march(
                             key = pack_key(vx >> shift, vy >> shift, vz >> shift)
                             if key != last_key:
                                 last_key = key
-                                last_id = cached_id if key == cached_key else lookup(hash_keys, hash_ids, key)
+                                last_id = cached_id if key == cached_key else _block_id(
+                                    table_f, tox, toy, toz, tnx, tny, tnz, hash_keys, hash_ids,
+                                    vx >> shift, vy >> shift, vz >> shift, key)
                             lin = (vx & m) + bs * ((vy & m) + bs * (vz & m))
                             if last_id < 0 or weight_f[_flat(last_id, lin, nv)] < min_weight:
                                 ok = False
@@ -674,7 +816,9 @@ def march(
                     iy = math.floor(oy + dy * t_hit + 0.5)
                     iz = math.floor(oz + dz * t_hit + 0.5)
                 key = pack_key(ix >> shift, iy >> shift, iz >> shift)
-                bb = cached_id if key == cached_key else lookup(hash_keys, hash_ids, key)
+                bb = cached_id if key == cached_key else _block_id(
+                    table_f, tox, toy, toz, tnx, tny, tnz, hash_keys, hash_ids, ix >> shift, iy >> shift,
+                    iz >> shift, key)
                 depth_f[_flat(v, u, w)] = t_hit
                 norm2 = gxw * gxw + gyw * gyw + gzw * gzw
                 pl_ok = norm2 > 0.0  # this hit's tangent plane starts the next pixel's refinement
