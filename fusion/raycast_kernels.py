@@ -8,7 +8,8 @@
    view, which the march reads instead of probing the hash map.
 2. :func:`march` walks each pixel's ray (parameter ``t`` = camera depth ``z``) with nearest-voxel reads,
    :data:`RAYS_PER_STEP` neighbouring rays at a time with their steps interleaved: unallocated blocks are
-   skipped to their exit, unobserved voxels are stepped over one voxel at a time, observed voxels advance
+   skipped to their exit, unobserved voxels are stepped over one voxel at a time (a ray whose first
+   observed voxel is negative starts again 2 voxels earlier, once), observed voxels advance
    by their TSDF value plus one voxel (an overshoot of up to about a voxel lands in the negative band
    behind the surface, which is several voxels thick, so it is still detected). At the first change from
    + to - (a front face), the crossing is refined by Newton steps on the trilinear TSDF (each at most one
@@ -72,7 +73,7 @@ def block_range_map(
     Returns:
         near, far: (TH, TW) float32 camera depths (metres). far: the farthest depth of any block whose
             projection covers the tile (0 when none does). near: the nearest depth of any *surface voxel*
-            (observed, |tsdf| < 2 voxels) whose projected footprint touches the tile, minus 3 voxels;
+            (observed, |tsdf| < 2 voxels) whose projected footprint touches the tile, minus 2 voxels;
             tiles with no surface voxel but some block use the nearest block depth; +inf when no block
             covers the tile. The footprint is a disc of 1 voxel (a nearest-voxel read of a ray reads a
             voxel within sqrt(3)/2 voxel of it) plus 1 pixel.
@@ -284,7 +285,7 @@ def block_range_map(
             gz = bz - origin[2]
             if 0 <= gx < shape[0] and 0 <= gy < shape[1] and 0 <= gz < shape[2]:
                 table[gx, gy, gz] = b
-    margin = 3.0 * voxel_size_m
+    margin = 2.0 * voxel_size_m
     if at_camera.any():  # a surface voxel touches the camera: no tile can skip its near range
         return near, far, table, origin
     for ty in range(n_ty):
@@ -440,6 +441,7 @@ def march(
         r_prev = np.zeros((nr, 3), np.float64)  # (prev_t, prev_f, f at r_t)
         r_have_prev = np.zeros(nr, np.bool_)
         r_long = np.zeros(nr, np.bool_)
+        r_first = np.zeros(nr, np.bool_)
         r_key = np.zeros(nr, np.int64)
         r_id = np.zeros(nr, np.int32)
         vals = np.zeros(8, np.float64)  # corner values of the cached cell (see have_cell below)
@@ -488,6 +490,7 @@ def march(
                 r_t1[r] = t1
                 r_have_prev[r] = False
                 r_long[r] = False
+                r_first[r] = True
                 r_key[r] = -1
                 r_id[r] = -1
                 active += 1
@@ -555,6 +558,14 @@ def march(
                         r_t[r] = t + dt_voxel
                         continue
                     f = tsdf_f[_flat(b, lin, nv)] * inv_s  # voxels
+                    if r_first[r]:
+                        # the first observed read is negative: the tile's near depth may have put the start
+                        # just behind a front face seen at a grazing angle; start 2 voxels earlier, once
+                        r_first[r] = False
+                        if f < 0.0 and t - 2.0 * dt_voxel >= min_depth_m:
+                            r_t[r] = t - 2.0 * dt_voxel
+                            r_have_prev[r] = False
+                            continue
                     if r_have_prev[r] and r_prev[r, 1] >= 0.0 and f < 0.0:
                         r_prev[r, 2] = f
                         r_status[r] = 1

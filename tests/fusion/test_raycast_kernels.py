@@ -82,7 +82,7 @@ def _reference_block_near(vol: TsdfVolume, T_W_C: np.ndarray) -> tuple[np.ndarra
 
 
 def _reference_surface_near(vol: TsdfVolume, T_W_C: np.ndarray, unseen: np.ndarray) -> np.ndarray:
-    """(TH, TW) nearest depth of a surface voxel of a block in view whose footprint touches the tile, minus 3
+    """(TH, TW) nearest depth of a surface voxel of a block in view whose footprint touches the tile, minus 2
     voxels (inf: none)."""
     n = vol.block_count
     bs = vol.block_size_vox
@@ -106,7 +106,7 @@ def _reference_surface_near(vol: TsdfVolume, T_W_C: np.ndarray, unseen: np.ndarr
         if tx0[i] <= tx1[i] and ty0[i] <= ty1[i]:
             win = near[ty0[i] : ty1[i] + 1, tx0[i] : tx1[i] + 1]
             np.minimum(win, p[i, 2], out=win)
-    return near - 3 * VOXEL
+    return near - 2 * VOXEL
 
 
 @pytest.mark.parametrize("pose", [1, 8, 17])
