@@ -73,9 +73,10 @@ def block_range_map(
     Returns:
         near, far: (TH, TW) float32 camera depths (metres). far: the farthest depth of any block whose
             projection covers the tile (0 when none does). near: the nearest depth of any *surface voxel*
-            (observed, |tsdf| < 2 voxels) whose projected footprint touches the tile, minus 2 voxels;
-            tiles with no surface voxel but some block use the nearest block depth; +inf when no block
-            covers the tile. The footprint is a disc of 1 voxel (a nearest-voxel read of a ray reads a
+            (observed, |tsdf| < 2 voxels) whose projected footprint touches the tile, minus 2 voxels, but
+            not nearer than the nearest block; +inf (no ray) when no surface voxel touches the tile (a
+            front face has voxels of small |tsdf| around it) -- unless a surface voxel lies right at the
+            camera, when every tile covered by a block uses the nearest block depth. The footprint is a disc of 1 voxel (a nearest-voxel read of a ray reads a
             voxel within sqrt(3)/2 voxel of it) plus 1 pixel.
         table: (NX, NY, NZ) int32 block ids (-1: not allocated) of the block coordinates in the box
             ``table_origin + [0, N)``, which holds every block in view with one block to spare on each side;
@@ -292,6 +293,8 @@ def block_range_map(
         for tx in range(n_tx):
             if near_surf[ty, tx] < np.inf:
                 near[ty, tx] = max(near[ty, tx], near_surf[ty, tx] - margin)
+            else:
+                near[ty, tx] = np.inf
     return near, far, table, origin
 
 
