@@ -1,5 +1,6 @@
 """The raycasting kernels against plain numpy: the tile ranges of block_range_map against a per-voxel splat,
-its dense block table against the hash map, and the march with and without the table.
+its dense block table against the hash map, the march with and without the table, and a view too large for
+the table.
 
 Scene: the synthetic room of tests/fusion/tsdf_scene.py fused at 2 cm from 12 poses at 160x120, viewed from
 unseen poses at 160x120. The numpy reference splats every surface voxel (observed, |tsdf| < 2 voxels) on
@@ -19,6 +20,7 @@ from tsdf_scene import Scene, intrinsics, orbit_poses
 from fusion import raycast_kernels as rk
 from fusion.hash_kernels import lookup, pack_key
 from fusion.integrator import Integrator, IntegratorConfig
+from fusion.raycast import RaycastConfig, raycast
 from fusion.volume import TsdfVolume, VolumeConfig
 
 VOXEL = 0.02
@@ -164,3 +166,38 @@ def test_march_gives_the_same_images_without_the_table(fused: TsdfVolume) -> Non
     assert (images[0][0] > 0).mean() > 0.9
     for a, b in zip(images[0], images[1], strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+def test_views_too_large_for_the_table_use_the_hash_map() -> None:
+    """1 mm voxels, a wall of blocks 0.4 m in front of the camera and one block 4.5 m away at an image
+    corner: the view box would hold far more than MAX_TABLE_BLOCKS blocks, so the table is empty and the
+    march looks blocks up in the hash map; the wall is still rendered at its depth."""
+    voxel = 0.001
+    cfg = VolumeConfig(voxel_size_m=voxel)
+    bs = cfg.block_size_vox
+    lin = np.arange(bs**3)
+    local = np.stack([lin % bs, (lin // bs) % bs, lin // (bs * bs)], axis=1)
+    wall_z_blocks = 50  # z = 0.4 m
+    xy = np.arange(-3, 3)
+    wall = np.stack(np.meshgrid(xy, xy, [wall_z_blocks - 1, wall_z_blocks], indexing="ij"), axis=-1).reshape(-1, 3)
+    far_block = np.array([[330, 250, 562]])  # ~(2.6, 2.0, 4.5) m: inside the 70 degree view, near its corner
+    keys = np.concatenate([wall, far_block])
+    idx = keys[:, None, :] * bs + local[None]
+    f = wall_z_blocks * bs * voxel - idx[..., 2] * voxel  # plane z = 0.4 m, positive towards the camera
+    f[len(wall) :] = 0.004
+    tsdf = np.clip(f, -0.004, 0.004).astype(np.float32)
+    weight = np.ones(tsdf.shape, np.float32)
+    color = np.zeros((*tsdf.shape, 3), np.uint8)
+    vol = TsdfVolume.from_blocks(cfg, keys, tsdf, weight, color)
+    k = intrinsics(160, 120)
+    R_CW, t_CW = np.eye(3), np.zeros(3)
+    _, _, table, _ = rk.block_range_map(
+        vol.packed_keys, vol.block_count, R_CW, t_CW, k.fx, k.fy, k.cx, k.cy, k.width_px, k.height_px, TILE,
+        cfg.block_shift, voxel, MIN_DEPTH, MAX_DEPTH, vol.tsdf, vol.weight, 1.0, 2,
+    )
+    assert table.size == 0
+    res = raycast(vol, np.eye(4), k, RaycastConfig(max_depth_m=MAX_DEPTH))
+    v, u = np.mgrid[0 : k.height_px, 0 : k.width_px]
+    on_wall = (np.abs((u - k.cx) / k.fx * 0.4) < 0.018) & (np.abs((v - k.cy) / k.fy * 0.4) < 0.018)
+    assert on_wall.sum() > 80
+    np.testing.assert_allclose(res.depth_m[on_wall], 0.4, atol=1e-4)
