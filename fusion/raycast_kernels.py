@@ -23,10 +23,10 @@
    cache: re-samples inside the same cell read no voxels. Rays that reach their range or depth limit
    without a front face give depth 0.
 
-The kernels index the map's arrays themselves and never pass them to the hot helpers: once numba inlines a
-helper that takes arrays, every call costs an atomic reference-count increment and decrement per array (17 %
-of the samples of a single-thread profile; two threads doing it on the same arrays also contend for the
-counts).
+The kernels index the map's arrays themselves and never pass them to helpers called per voxel read: once
+numba inlines a helper that takes arrays, every call costs an atomic reference-count increment and
+decrement per array (17 % of the samples of a single-thread profile; two threads doing it on the same
+arrays also contend for the counts). Block lookups, once per change of block, go through a helper.
 
 Block coordinates use arithmetic shifts, so the block size must be a power of two (see VolumeConfig).
 """
@@ -76,8 +76,9 @@ def block_range_map(
             (observed, |tsdf| < 2 voxels) whose projected footprint touches the tile, minus 2 voxels, but
             not nearer than the nearest block; +inf (no ray) when no surface voxel touches the tile (a
             front face has voxels of small |tsdf| around it) -- unless a surface voxel lies right at the
-            camera, when every tile covered by a block uses the nearest block depth. The footprint is a disc of 1 voxel (a nearest-voxel read of a ray reads a
-            voxel within sqrt(3)/2 voxel of it) plus 1 pixel.
+            camera, when every tile covered by a block uses the nearest block depth. The footprint is a
+            disc of 1 voxel (a nearest-voxel read of a ray reads a voxel within sqrt(3)/2 voxel of it)
+            plus 1 pixel.
         table: (NX, NY, NZ) int32 block ids (-1: not allocated) of the block coordinates in the box
             ``table_origin + [0, N)``, which holds every block in view with one block to spare on each side;
             empty (0, 0, 0) when it would exceed :data:`MAX_TABLE_BLOCKS`.
@@ -343,10 +344,11 @@ def _block_id(
     table_f: np.ndarray, tox: int, toy: int, toz: int, tnx: np.uint64, tny: np.uint64, tnz: np.uint64,
     hash_keys: np.ndarray, hash_ids: np.ndarray, bx: int, by: int, bz: int, key: np.int64,
 ) -> np.int32:
-    """Id of block (bx, by, bz) (packed ``key``): from the flat dense table of :func:`block_range_map` when it
-    lies in the table's box (unsigned compare: negative differences wrap to huge values), else from the
-    hash map; -1 when not allocated. For the less frequent lookups (this helper takes arrays, see the module
-    docstring); the march's hot path spells it out."""
+    """Id of block (bx, by, bz) (packed ``key``): from the flat dense table of :func:`block_range_map` (block
+    ``q = b - origin`` at ``(qx * tny + qy) * tnz + qz``) when it lies in the table's box (unsigned compare:
+    negative differences wrap to huge values), else from the hash map; -1 when not allocated. It takes
+    arrays (see the module docstring), but it runs only when a ray or sample moves to another block:
+    spelling it out at the march's sites measured the same time."""
     qx = np.uint64(bx - tox)
     qy = np.uint64(by - toy)
     qz = np.uint64(bz - toz)
@@ -400,7 +402,8 @@ def march(
     camera frame, towards free space; 0 where no surface), color_out (H, W, 3) uint8.
 
     Block ids come from ``table`` (see :func:`block_range_map`) where the block lies in its box, else
-    from the hash map. Arrays are only indexed here, never handed to helpers (see the module docstring).
+    from the hash map (:func:`_block_id`). The map's arrays are otherwise only indexed here, never handed to
+    helpers (see the module docstring).
     """
     h, w = depth_out.shape
     shift = block_shift
@@ -421,8 +424,7 @@ def march(
     normal_f = normal_out.reshape(normal_out.size)
     color_of = color_out.reshape(color_out.size)
     per = (h + n_threads - 1) // n_threads
-    # dense block table: block (bx, by, bz) is at flat offset (qx * tny + qy) * tnz + qz, q = b - origin, if
-    # every q is in range (unsigned compare: negative differences wrap to huge values)
+    # dense block table, flat (see _block_id)
     table_f = table.reshape(table.size)
     tox = table_origin[0]
     toy = table_origin[1]
@@ -520,13 +522,7 @@ def march(
                     key = pack_key(bx, by, bz)
                     if key != r_key[r]:
                         r_key[r] = key
-                        qx = np.uint64(bx - tox)
-                        qy = np.uint64(by - toy)
-                        qz = np.uint64(bz - toz)
-                        if qx < tnx and qy < tny and qz < tnz:
-                            r_id[r] = table_f[(qx * tny + qy) * tnz + qz]
-                        else:
-                            r_id[r] = lookup(hash_keys, hash_ids, key)
+                        r_id[r] = _block_id(table_f, tox, toy, toz, tnx, tny, tnz, hash_keys, hash_ids, bx, by, bz, key)
                     b = r_id[r]
                     lin = (ix & m) + bs * ((iy & m) + bs * (iz & m))
                     observed = b >= 0 and weight_f[_flat(b, lin, nv)] >= min_weight
@@ -669,16 +665,9 @@ def march(
                     ):
                         # the cell lies inside one block: one lookup, corners at fixed offsets
                         key = pack_key(x0 >> shift, y0 >> shift, z0 >> shift)
-                        if key == cached_key:
-                            bid = cached_id
-                        else:
-                            qx = np.uint64((x0 >> shift) - tox)
-                            qy = np.uint64((y0 >> shift) - toy)
-                            qz = np.uint64((z0 >> shift) - toz)
-                            if qx < tnx and qy < tny and qz < tnz:
-                                bid = table_f[(qx * tny + qy) * tnz + qz]
-                            else:
-                                bid = lookup(hash_keys, hash_ids, key)
+                        bid = cached_id if key == cached_key else _block_id(
+                            table_f, tox, toy, toz, tnx, tny, tnz, hash_keys, hash_ids, x0 >> shift, y0 >> shift,
+                            z0 >> shift, key)
                         # defined before the branch on purpose: numba 0.68 miscompiles these offsets inside a
                         # prange body when they are only assigned under `if bid >= 0`
                         l0 = (x0 & m) + bs * ((y0 & m) + bs * (z0 & m))
