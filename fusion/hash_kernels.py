@@ -45,6 +45,18 @@ def pack_key(bx: int, by: int, bz: int) -> np.int64:
 
 
 @nb.njit(cache=True, inline="always")
+def point_key(x_blocks: float, y_blocks: float, z_blocks: float) -> np.int64:
+    """Packed key of the block holding a point given in block units (world metres / block size), each
+    coordinate in ``(-2**20, 2**20)``: the same as ``pack_key(floor(x), floor(y), floor(z))``, with the floor
+    done by truncating the offset (positive) coordinate, which is cheaper than a floor per coordinate."""
+    return (
+        (np.int64(x_blocks + KEY_OFFSET) << (2 * KEY_BITS))
+        | (np.int64(y_blocks + KEY_OFFSET) << KEY_BITS)
+        | np.int64(z_blocks + KEY_OFFSET)
+    )
+
+
+@nb.njit(cache=True, inline="always")
 def unpack_key(key: np.int64) -> tuple[int, int, int]:
     """Inverse of :func:`pack_key`."""
     bx = ((key >> (2 * KEY_BITS)) & KEY_MASK) - KEY_OFFSET

@@ -18,6 +18,20 @@ def test_pack_unpack_round_trip_at_the_coordinate_limits() -> None:
         pack_keys(np.zeros((2, 3), np.float32))
 
 
+def test_point_key_is_the_key_of_the_floored_point() -> None:
+    """``point_key`` floors by truncating the offset coordinate: equal to ``pack_key(floor(.))`` for negative
+    coordinates, integers, values just below integers and near both ends of the key range."""
+    from fusion import hash_kernels as hk
+
+    rng = np.random.default_rng(3)
+    lim = float(hk.KEY_OFFSET - 2)
+    special = np.array([0.0, -0.0, 1.0, -1.0, -1e-9, 1e-9, -0.5, 2.9999999, -3.0000001, lim, -lim, lim - 0.5])
+    pts = np.concatenate([rng.uniform(-50, 50, (2000, 3)), rng.uniform(-lim, lim, (500, 3)),
+                          np.stack(np.meshgrid(special, special, special[:3], indexing="ij"), -1).reshape(-1, 3)])
+    got = np.array([hk.point_key(x, y, z) for x, y, z in pts])
+    assert np.array_equal(got, pack_keys(np.floor(pts).astype(np.int64)))
+
+
 def test_allocate_finds_existing_blocks_and_dedups() -> None:
     vol = TsdfVolume(VolumeConfig(initial_capacity_blocks=4))
     keys = np.array([[0, 0, 0], [1, 0, 0], [0, 0, 0], [-5, 7, 2]])
