@@ -89,8 +89,8 @@ def block_range_map(
     rectangle covering the footprints at both ends, at the run's nearest depth, covers every voxel of the
     run (a run of a surface seen head-on is the 4-voxel band and lands on the same tiles).
 
-    Blocks are split into ``n_chunks`` (>= 1) chunks processed in parallel, each into its own tile maps,
-    merged at the end.
+    Blocks are dealt out round robin to ``n_chunks`` (>= 1) chunks processed in parallel, each into its own
+    tile maps, merged at the end.
     """
     n_ty = (height + tile - 1) // tile
     n_tx = (width + tile - 1) // tile
@@ -122,7 +122,8 @@ def block_range_map(
     cs2 = R_CW[2, a_ax] * voxel_size_m
     near_c = np.full((n_chunks, n_ty, n_tx), np.inf, np.float32)
     far_c = np.zeros((n_chunks, n_ty, n_tx), np.float32)
-    near_surf_c = np.full((n_chunks, n_ty, n_tx), np.inf, np.float32)
+    # padded by 3 rows and columns: the 3 x 3 splat window sends its out-of-rectangle tiles there (below)
+    near_surf_c = np.full((n_chunks, n_ty + 3, n_tx + 3), np.inf, np.float32)
     at_camera = np.zeros(n_chunks, np.bool_)
     box_lo = np.full((n_chunks, 3), 1 << 40, np.int64)
     box_hi = np.full((n_chunks, 3), -(1 << 40), np.int64)
@@ -130,7 +131,9 @@ def block_range_map(
         cam = np.empty((8, 3))
         surf = np.empty(nv, np.bool_)
         ns = near_surf_c[ch]
-        for b in range(ch * block_count // n_chunks, (ch + 1) * block_count // n_chunks):
+        # blocks dealt out round robin: the blocks in view were mostly allocated at about the same time
+        # (contiguous ids), so contiguous chunks left one thread most of the work
+        for b in range(ch, block_count, n_chunks):
             bx, by, bz = unpack_key(packed_keys[b])
             ox = bx * bm
             oy = by * bm
@@ -250,12 +253,13 @@ def block_range_map(
                         sy_1 = min(n_ty - 1, math.floor((vb + 0.5) * inv_tile))
                         if sy_1 - sy_0 < 3 and sx_1 - sx_0 < 3:
                             # the common case without data-dependent loop exits (mispredicted branches
-                            # were a third of the splat): a 3 x 3 window of tiles, indices clamped to the
-                            # rectangle (a repeated tile takes the same minimum)
+                            # were a third of the splat): a 3 x 3 window of tiles; the window's tiles
+                            # outside the rectangle go to the padding, each to its own (clamping them
+                            # onto the rectangle chained up to 9 read-modify-writes on one tile)
                             for i in range(3):
-                                ty = min(sy_0 + i, sy_1)
+                                ty = sy_0 + i if sy_0 + i <= sy_1 else n_ty + i
                                 for j in range(3):
-                                    tx = min(sx_0 + j, sx_1)
+                                    tx = sx_0 + j if sx_0 + j <= sx_1 else n_tx + j
                                     ns[ty, tx] = min(ns[ty, tx], z)
                         else:
                             for ty in range(sy_0, sy_1 + 1):
@@ -263,7 +267,7 @@ def block_range_map(
                                     ns[ty, tx] = min(ns[ty, tx], z)
     near = near_c[0].copy()
     far = far_c[0].copy()
-    near_surf = near_surf_c[0].copy()
+    near_surf = near_surf_c[0, :n_ty, :n_tx].copy()
     for ch in range(1, n_chunks):
         for ty in range(n_ty):
             for tx in range(n_tx):
