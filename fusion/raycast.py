@@ -91,6 +91,6 @@ def raycast(
         near, far, cfg.tile_px, volume.tsdf, volume.weight, volume.color, volume.hash_keys, volume.hash_ids,
         volume.config.block_shift, volume.voxel_size_m, R_WC, t_WC, *k, cfg.min_depth_m, cfg.max_depth_m,
         float(cfg.min_weight), float(cfg.newton_tolerance_vox), depth, normals, color, numba.get_num_threads(), table,
-        table_origin,
+        table_origin, cfg.min_weight <= 1.0,  # weights are 0 or >= 1, so below 1 the TSDF tells observed voxels
     )
     return RaycastResult(depth_m=depth, normals_C=normals, color=color)

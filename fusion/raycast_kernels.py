@@ -39,6 +39,7 @@ import numba as nb
 import numpy as np
 
 from fusion.hash_kernels import FASTMATH, lookup, pack_key, unpack_key
+from fusion.volume import UNOBSERVED_TSDF
 
 MAX_TABLE_BLOCKS = 1 << 22
 """Largest dense block table (entries, 4 bytes each) that :func:`block_range_map` builds; beyond it (a view
@@ -401,13 +402,16 @@ def march(
     n_threads: int,
     table: np.ndarray,
     table_origin: np.ndarray,
+    tsdf_marks: bool,
 ) -> None:
     """Raycast every pixel: depth_out (H, W) float32 (0 = no surface), normal_out (H, W, 3) float32 (unit,
     camera frame, towards free space; 0 where no surface), color_out (H, W, 3) uint8.
 
     Block ids come from ``table`` (see :func:`block_range_map`) where the block lies in its box, else
-    from the hash map (:func:`_block_id`). The map's arrays are otherwise only indexed here, never handed to
-    helpers (see the module docstring).
+    from the hash map (:func:`_block_id`). A voxel is observed when its weight is at least ``min_weight``;
+    with ``tsdf_marks`` (allowed when ``min_weight <= 1``: see :mod:`fusion.volume`'s invariants) the march
+    takes that from the TSDF alone (``< UNOBSERVED_TSDF``) and never reads the weights. The map's arrays are
+    otherwise only indexed here, never handed to helpers (see the module docstring).
     """
     h, w = depth_out.shape
     shift = block_shift
@@ -529,7 +533,8 @@ def march(
                         r_id[r] = _block_id(table_f, tox, toy, toz, tnx, tny, tnz, hash_keys, hash_ids, bx, by, bz, key)
                     b = r_id[r]
                     lin = (ix & m) + bs * ((iy & m) + bs * (iz & m))
-                    observed = b >= 0 and weight_f[_flat(b, lin, nv)] >= min_weight
+                    fv_raw = tsdf_f[_flat(b, lin, nv)] if b >= 0 else UNOBSERVED_TSDF
+                    observed = fv_raw < UNOBSERVED_TSDF and (tsdf_marks or weight_f[_flat(b, lin, nv)] >= min_weight)
                     if r_long[r] and not observed:
                         # a long step left the observed band: go back and walk it voxel by voxel
                         r_t[r] = r_prev[r, 0] + dt_voxel
@@ -560,7 +565,7 @@ def march(
                             r_have_prev[r] = False
                         r_t[r] = t + dt_voxel
                         continue
-                    f = tsdf_f[_flat(b, lin, nv)] * inv_s  # voxels
+                    f = fv_raw * inv_s  # voxels
                     if r_first[r]:
                         # the first observed read is negative: the tile's near depth may have put the start
                         # just behind a front face seen at a grazing angle; start 2 voxels earlier, once
@@ -628,8 +633,9 @@ def march(
                             cached_id = _block_id(table_f, tox, toy, toz, tnx, tny, tnz, hash_keys, hash_ids,
                                                   ix >> shift, iy >> shift, iz >> shift, key)
                         lin = (ix & m) + bs * ((iy & m) + bs * (iz & m))
-                        if cached_id >= 0 and weight_f[_flat(cached_id, lin, nv)] >= min_weight:
-                            fv = tsdf_f[_flat(cached_id, lin, nv)] * inv_s
+                        fvr = tsdf_f[_flat(cached_id, lin, nv)] if cached_id >= 0 else UNOBSERVED_TSDF
+                        if fvr < UNOBSERVED_TSDF and (tsdf_marks or weight_f[_flat(cached_id, lin, nv)] >= min_weight):
+                            fv = fvr * inv_s
                             if fv < 0.0:
                                 t_b = tt
                                 f_b = fv
@@ -680,24 +686,35 @@ def march(
                         o4 = _flat(bid, l0 + bs * bs, nv)
                         o6 = _flat(bid, l0 + bs * bs + bs, nv)
                         one = np.uint64(1)
+                        a0 = a1 = a2 = a3 = a4 = a5 = a6 = a7 = UNOBSERVED_TSDF
                         if bid >= 0:
-                            ok = (weight_f[o0] >= min_weight and weight_f[o0 + one] >= min_weight
-                                  and weight_f[o2] >= min_weight and weight_f[o2 + one] >= min_weight
-                                  and weight_f[o4] >= min_weight and weight_f[o4 + one] >= min_weight
-                                  and weight_f[o6] >= min_weight and weight_f[o6 + one] >= min_weight)
+                            a0 = tsdf_f[o0]
+                            a1 = tsdf_f[o0 + one]
+                            a2 = tsdf_f[o2]
+                            a3 = tsdf_f[o2 + one]
+                            a4 = tsdf_f[o4]
+                            a5 = tsdf_f[o4 + one]
+                            a6 = tsdf_f[o6]
+                            a7 = tsdf_f[o6 + one]
+                            ok = max(max(max(a0, a1), max(a2, a3)), max(max(a4, a5), max(a6, a7))) < UNOBSERVED_TSDF
+                            if ok and not tsdf_marks:
+                                ok = (weight_f[o0] >= min_weight and weight_f[o0 + one] >= min_weight
+                                      and weight_f[o2] >= min_weight and weight_f[o2 + one] >= min_weight
+                                      and weight_f[o4] >= min_weight and weight_f[o4 + one] >= min_weight
+                                      and weight_f[o6] >= min_weight and weight_f[o6 + one] >= min_weight)
                         if ok:
                             have_cell = True
                             cx0 = x0
                             cy0 = y0
                             cz0 = z0
-                            vals[0] = tsdf_f[o0]
-                            vals[1] = tsdf_f[o0 + one]
-                            vals[2] = tsdf_f[o2]
-                            vals[3] = tsdf_f[o2 + one]
-                            vals[4] = tsdf_f[o4]
-                            vals[5] = tsdf_f[o4 + one]
-                            vals[6] = tsdf_f[o6]
-                            vals[7] = tsdf_f[o6 + one]
+                            vals[0] = a0
+                            vals[1] = a1
+                            vals[2] = a2
+                            vals[3] = a3
+                            vals[4] = a4
+                            vals[5] = a5
+                            vals[6] = a6
+                            vals[7] = a7
                         else:
                             nx0 = x0
                             ny0 = y0
@@ -718,10 +735,15 @@ def march(
                                     table_f, tox, toy, toz, tnx, tny, tnz, hash_keys, hash_ids,
                                     vx >> shift, vy >> shift, vz >> shift, key)
                             lin = (vx & m) + bs * ((vy & m) + bs * (vz & m))
-                            if last_id < 0 or weight_f[_flat(last_id, lin, nv)] < min_weight:
+                            if last_id < 0:
                                 ok = False
                                 break
-                            new_vals[c] = tsdf_f[_flat(last_id, lin, nv)]
+                            fc = tsdf_f[_flat(last_id, lin, nv)]
+                            if not (fc < UNOBSERVED_TSDF
+                                    and (tsdf_marks or weight_f[_flat(last_id, lin, nv)] >= min_weight)):
+                                ok = False
+                                break
+                            new_vals[c] = fc
                         if ok:
                             have_cell = True
                             cx0 = x0

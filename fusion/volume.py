@@ -10,7 +10,12 @@ in the world frame; block ``(bx, by, bz)`` holds voxels ``gx = bx * B + ix`` for
 ``ix + B * (iy + B * iz)``.
 
 Per voxel: ``tsdf`` (float32, metres, clamped to the integrator's truncation distance), ``weight``
-(float32, 0 = never observed) and ``color`` (uint8 RGB, weighted running average).
+(float32, 0 = never observed) and ``color`` (uint8 RGB, weighted running average). Two invariants hold for
+every allocated voxel: a voxel is unobserved (weight 0) exactly when its ``tsdf`` is :data:`UNOBSERVED_TSDF`,
+and a positive weight is at least 1 (weights count observations). So with a minimum weight of at most 1, the
+TSDF alone tells whether a voxel was observed: the ray march reads one array instead of two (at 1 cm on
+7-Scenes, about 4 % of raycasting time). An integration update ``(tsdf * w + sdf) / (w + 1)`` needs no
+special case: ``UNOBSERVED_TSDF * 0 = 0``.
 
 Memory budget. At most ``max_blocks`` blocks are ever allocated. When an allocation request would go
 beyond it, the blocks that still fit are allocated in request order and the rest are *refused*: they get
@@ -29,6 +34,8 @@ import numpy as np
 from fusion import hash_kernels as hk
 
 MIN_HASH_CAPACITY = 1024
+UNOBSERVED_TSDF = np.float32(1e30)
+"""``tsdf`` of every voxel with weight 0 (far outside any truncation band, finite so that ``* 0`` gives 0)."""
 
 
 @dataclass(frozen=True)
@@ -119,8 +126,8 @@ class TsdfVolume:
     Arrays (first ``block_count`` rows are in use; ``V = block_size_vox ** 3``):
 
     - ``packed_keys``: (capacity,) int64 packed block key per block id;
-    - ``tsdf``: (capacity, V) float32 signed distance in metres;
-    - ``weight``: (capacity, V) float32 integration weight, 0 = unobserved;
+    - ``tsdf``: (capacity, V) float32 signed distance in metres, :data:`UNOBSERVED_TSDF` where unobserved;
+    - ``weight``: (capacity, V) float32 integration weight, 0 = unobserved, else >= 1;
     - ``color``: (capacity, V, 3) uint8 RGB;
     - ``hash_keys`` / ``hash_ids``: the open-addressing table (see :mod:`fusion.hash_kernels`).
 
@@ -206,6 +213,7 @@ class TsdfVolume:
         created = int(new_count) - self._count
         if created:
             self._reserve_storage(int(new_count))
+            self.tsdf[self._count : int(new_count)] = UNOBSERVED_TSDF
         self._count = int(new_count)
         refused_count = int(np.unique(refused).shape[0]) if refused.shape[0] else 0
         return AllocationResult(ids=ids, new_block_count=created, refused_block_count=refused_count)
@@ -250,7 +258,8 @@ class TsdfVolume:
         """A volume holding the given blocks (used by :func:`fusion.mapio.load_map`).
 
         keys (N, 3) int; tsdf, weight (N, V) float32; color (N, V, 3) uint8; N <= ``config.max_blocks``;
-        keys must be distinct.
+        keys must be distinct; weights finite and either 0 (unobserved: the tsdf given there is replaced by
+        :data:`UNOBSERVED_TSDF`) or at least 1; observed tsdf values finite.
         """
         n = keys.shape[0]
         v = config.voxels_per_block
@@ -262,6 +271,12 @@ class TsdfVolume:
         ):
             if arr.shape != shape or arr.dtype != dtype:
                 raise ValueError(f"{name} must be {shape} {np.dtype(dtype)}, got {arr.shape} {arr.dtype}")
+        if not np.all(np.isfinite(weight)) or np.any((weight < 1.0) & (weight != 0.0)):
+            bad = weight[~np.isfinite(weight) | ((weight < 1.0) & (weight != 0.0))][0]
+            raise ValueError(f"weights must be 0 (unobserved) or >= 1 (observation counts), found {bad}")
+        observed = weight > 0
+        if not np.all(np.isfinite(tsdf[observed])) or np.any(np.abs(tsdf[observed]) >= UNOBSERVED_TSDF):
+            raise ValueError("tsdf of observed voxels (weight > 0) must be finite")
         packed = pack_keys(keys)
         if np.unique(packed).shape[0] != n:
             raise ValueError("block keys are not distinct")
@@ -269,7 +284,7 @@ class TsdfVolume:
         result = vol.allocate_packed(packed)
         if result.new_block_count != n:
             raise ValueError(f"only {result.new_block_count} of {n} blocks could be allocated")
-        vol.tsdf[:n] = tsdf
+        vol.tsdf[:n] = np.where(observed, tsdf, UNOBSERVED_TSDF)
         vol.weight[:n] = weight
         vol.color[:n] = color
         return vol

@@ -21,7 +21,7 @@ from fusion import raycast_kernels as rk
 from fusion.hash_kernels import lookup, pack_key
 from fusion.integrator import Integrator, IntegratorConfig
 from fusion.raycast import RaycastConfig, raycast
-from fusion.volume import TsdfVolume, VolumeConfig
+from fusion.volume import UNOBSERVED_TSDF, TsdfVolume, VolumeConfig
 
 VOXEL = 0.02
 K = intrinsics(160, 120)
@@ -147,12 +147,17 @@ def test_block_table_matches_the_hash_map(fused: TsdfVolume) -> None:
     assert np.all(seen >= origin) and np.all(seen < origin + np.asarray(table.shape))
 
 
-def test_march_gives_the_same_images_without_the_table(fused: TsdfVolume) -> None:
-    """Beyond MAX_TABLE_BLOCKS the table is empty and every block id comes from the hash map."""
+def test_march_gives_the_same_images_without_the_table_and_with_the_weights_read(fused: TsdfVolume) -> None:
+    """Beyond MAX_TABLE_BLOCKS the table is empty and every block id comes from the hash map; with a minimum
+    weight above 1 the march reads the weights instead of taking observedness from the TSDF (at 1 both must
+    agree: weights are 0 or >= 1, and the TSDF is UNOBSERVED_TSDF exactly where the weight is 0)."""
     T = orbit_poses(24)[9]
     near, far, table, origin = _range_map(fused, T)
+    n = fused.block_count
+    assert np.array_equal(fused.weight[:n] == 0, fused.tsdf[:n] == UNOBSERVED_TSDF)
+    assert 0.05 < (fused.weight[:n] == 0).mean() < 0.95  # both kinds of voxel are marched through
     images = []
-    for tab in (table, np.full((0, 0, 0), -1, np.int32)):
+    for tab, tsdf_marks in ((table, True), (np.full((0, 0, 0), -1, np.int32), True), (table, False)):
         depth = np.empty((K.height_px, K.width_px), np.float32)
         normals = np.empty((K.height_px, K.width_px, 3), np.float32)
         color = np.empty((K.height_px, K.width_px, 3), np.uint8)
@@ -160,12 +165,13 @@ def test_march_gives_the_same_images_without_the_table(fused: TsdfVolume) -> Non
             near, far, TILE, fused.tsdf, fused.weight, fused.color, fused.hash_keys, fused.hash_ids,
             fused.config.block_shift, VOXEL, np.ascontiguousarray(T[:3, :3]), np.ascontiguousarray(T[:3, 3]),
             K.fx, K.fy, K.cx, K.cy, MIN_DEPTH, MAX_DEPTH, 1.0, 0.25, depth, normals, color,
-            numba.get_num_threads(), tab, origin,
+            numba.get_num_threads(), tab, origin, tsdf_marks,
         )
         images.append((depth, normals, color))
     assert (images[0][0] > 0).mean() > 0.9
-    for a, b in zip(images[0], images[1], strict=True):
-        np.testing.assert_array_equal(a, b)
+    for other in images[1:]:
+        for a, b in zip(images[0], other, strict=True):
+            np.testing.assert_array_equal(a, b)
 
 
 def test_views_too_large_for_the_table_use_the_hash_map() -> None:

@@ -15,7 +15,7 @@ from fusion.integrator import (
     band_layer_count,
     max_ray_norm,
 )
-from fusion.volume import TsdfVolume, VolumeConfig, unpack_keys
+from fusion.volume import UNOBSERVED_TSDF, TsdfVolume, VolumeConfig, unpack_keys
 from stream.messages import Intrinsics
 
 VOXEL = 0.03
@@ -78,7 +78,7 @@ def test_integration_matches_numpy_reference(frames, with_color: bool) -> None:
         assert np.array_equal(res.touched_keys, vol.block_keys()[res.touched_ids])
         ids = res.touched_ids
         n_old = before[3]
-        old_t = np.zeros((len(ids), 512), np.float32)
+        old_t = np.full((len(ids), 512), UNOBSERVED_TSDF, np.float32)  # what a new block holds
         old_w = np.zeros((len(ids), 512), np.float32)
         old_c = np.zeros((len(ids), 512, 3), np.uint8)
         was = ids < n_old

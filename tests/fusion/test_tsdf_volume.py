@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fusion.volume import TsdfVolume, VolumeConfig, pack_keys, unpack_keys
+from fusion.volume import UNOBSERVED_TSDF, TsdfVolume, VolumeConfig, pack_keys, unpack_keys
 
 
 def test_pack_unpack_round_trip_at_the_coordinate_limits() -> None:
@@ -90,6 +90,39 @@ def test_clear_and_from_blocks() -> None:
         TsdfVolume.from_blocks(cfg, keys, tsdf[:, :3], weight, color)
     vol.clear()
     assert vol.block_count == 0 and vol.lookup(keys).tolist() == [-1, -1]
+
+
+def test_unobserved_voxels_hold_the_marker_and_weights_count_observations() -> None:
+    """New blocks hold UNOBSERVED_TSDF with weight 0 (also after storage growth); from_blocks puts the marker
+    wherever the weight is 0 and refuses weights in (0, 1) and non-finite or marker-sized observed values,
+    the invariants that let the ray march tell observed voxels from the TSDF alone."""
+    vol = TsdfVolume(VolumeConfig(voxel_size_m=0.05, initial_capacity_blocks=1))
+    res = vol.allocate(np.array([[i, 0, 0] for i in range(5)]))  # grows the storage twice
+    assert vol.capacity_blocks >= 5
+    assert np.all(vol.tsdf[res.ids] == UNOBSERVED_TSDF) and np.all(vol.weight[res.ids] == 0)
+    cfg = VolumeConfig(voxel_size_m=0.05, block_size_vox=4)
+    v = cfg.voxels_per_block
+    keys = np.array([[1, 2, 3], [-1, 0, 0]], np.int32)
+    tsdf = np.full((2, v), 0.1, np.float32)
+    weight = np.ones((2, v), np.float32)
+    weight[1, :10] = 0.0
+    color = np.zeros((2, v, 3), np.uint8)
+    loaded = TsdfVolume.from_blocks(cfg, keys, tsdf, weight, color)
+    assert np.array_equal(loaded.tsdf[:2] == UNOBSERVED_TSDF, weight == 0)
+    assert np.all(loaded.tsdf[:2][weight > 0] == np.float32(0.1))
+    for bad_w, what in ((0.5, "0.5"), (np.nan, "nan"), (-1.0, "-1.0")):
+        w = weight.copy()
+        w[0, 3] = bad_w
+        with pytest.raises(ValueError, match=f"weights must be 0 .* found {what}"):
+            TsdfVolume.from_blocks(cfg, keys, tsdf, w, color)
+    for bad_t in (np.inf, np.nan, UNOBSERVED_TSDF):
+        t = tsdf.copy()
+        t[0, 3] = bad_t
+        with pytest.raises(ValueError, match="tsdf of observed voxels"):
+            TsdfVolume.from_blocks(cfg, keys, t, weight, color)
+    t = tsdf.copy()
+    t[1, 0] = np.nan  # ignored where the weight is 0
+    assert TsdfVolume.from_blocks(cfg, keys, t, weight, color).tsdf[1, 0] == UNOBSERVED_TSDF
 
 
 @pytest.mark.parametrize(
