@@ -6,7 +6,9 @@ holding only plain arrays:
 - ``format``: the string ``"depthslam.tsdf"``; ``version``: int, :data:`MAP_FORMAT_VERSION`;
 - ``voxel_size_m`` (float64), ``block_size_vox``, ``max_blocks`` (int64): the :class:`VolumeConfig`;
 - ``block_keys`` (N, 3) int32, ``tsdf`` (N, B^3) float32, ``weight`` (N, B^3) float32,
-  ``color`` (N, B^3, 3) uint8: the allocated blocks.
+  ``color`` (N, B^3, 3) uint8: the allocated blocks. Weights are 0 (unobserved; the tsdf stored there is
+  ignored on load, files of this version hold :data:`fusion.volume.UNOBSERVED_TSDF` or, when written before
+  that marker existed, 0) or at least 1; loading refuses anything else (see ``TsdfVolume.from_blocks``).
 
 A file written by a newer format version is refused with a clear error instead of being misread.
 

@@ -20,7 +20,7 @@ from fusion.mapio import (
 )
 from fusion.meshing import extract_mesh
 from fusion.raycast import raycast
-from fusion.volume import TsdfVolume, VolumeConfig
+from fusion.volume import UNOBSERVED_TSDF, TsdfVolume, VolumeConfig
 
 K = intrinsics(160, 120)
 
@@ -109,6 +109,21 @@ def test_bad_map_files_raise_map_file_error(tmp_path: Path, volume: TsdfVolume) 
     np.savez(bad_cfg, **{**entries, "block_size_vox": np.array(7)})
     with pytest.raises(MapFileError, match="block_size_vox"):
         load_map(bad_cfg)
+    fractional = tmp_path / "fractional.npz"
+    w = entries["weight"].copy()
+    w[0, 0] = 0.5
+    np.savez(fractional, **{**entries, "weight": w})
+    with pytest.raises(MapFileError, match="weights must be 0"):
+        load_map(fractional)
+    # a file from before the unobserved marker (tsdf 0 where the weight is 0) loads with the marker
+    unseen = entries["weight"] == 0
+    assert unseen.any()
+    older = tmp_path / "older.npz"
+    np.savez(older, **{**entries, "tsdf": np.where(unseen, np.float32(0), entries["tsdf"])})
+    loaded = load_map(older)
+    n = loaded.block_count
+    assert np.all(loaded.tsdf[:n][unseen] == UNOBSERVED_TSDF)
+    assert np.array_equal(loaded.tsdf[:n][~unseen], entries["tsdf"][~unseen])
 
 
 def test_mesh_ply_is_read_by_open3d_with_the_same_counts(tmp_path: Path, volume: TsdfVolume) -> None:
