@@ -545,36 +545,35 @@ def march(
                     lin = (ix & m) + bs * ((iy & m) + bs * (iz & m))
                     fv_raw = tsdf_f[_flat(b, lin, nv)] if b >= 0 else UNOBSERVED_TSDF
                     observed = fv_raw < UNOBSERVED_TSDF and (tsdf_marks or weight_f[_flat(b, lin, nv)] >= min_weight)
-                    if r_long[r] and not observed:
-                        # a long step left the observed band: go back and walk it voxel by voxel
-                        r_t[r] = r_prev[r, 0] + dt_voxel
-                        r_long[r] = False
+                    if not observed:  # one branch on the path of observed voxels, the common case
+                        if r_long[r]:
+                            # a long step left the observed band: go back and walk it voxel by voxel
+                            r_t[r] = r_prev[r, 0] + dt_voxel
+                            r_long[r] = False
+                        elif b < 0:
+                            # jump to where the nearest voxel leaves this block
+                            t_exit = np.inf
+                            if dx > 0:
+                                t_exit = min(t_exit, ((bx + 1) * bs - 0.5 - ox) / dx)
+                            elif dx < 0:
+                                t_exit = min(t_exit, (bx * bs - 0.5 - ox) / dx)
+                            if dy > 0:
+                                t_exit = min(t_exit, ((by + 1) * bs - 0.5 - oy) / dy)
+                            elif dy < 0:
+                                t_exit = min(t_exit, (by * bs - 0.5 - oy) / dy)
+                            if dz > 0:
+                                t_exit = min(t_exit, ((bz + 1) * bs - 0.5 - oz) / dz)
+                            elif dz < 0:
+                                t_exit = min(t_exit, (bz * bs - 0.5 - oz) / dz)
+                            r_t[r] = max(t_exit, t) + 1e-3 * dt_voxel
+                            r_have_prev[r] = False
+                        else:
+                            # unobserved: a gap of up to two voxels between + and - still counts as a crossing
+                            if t - r_prev[r, 0] > 2.5 * dt_voxel:
+                                r_have_prev[r] = False
+                            r_t[r] = t + dt_voxel
                         continue
                     r_long[r] = False
-                    if b < 0:
-                        # jump to where the nearest voxel leaves this block
-                        t_exit = np.inf
-                        if dx > 0:
-                            t_exit = min(t_exit, ((bx + 1) * bs - 0.5 - ox) / dx)
-                        elif dx < 0:
-                            t_exit = min(t_exit, (bx * bs - 0.5 - ox) / dx)
-                        if dy > 0:
-                            t_exit = min(t_exit, ((by + 1) * bs - 0.5 - oy) / dy)
-                        elif dy < 0:
-                            t_exit = min(t_exit, (by * bs - 0.5 - oy) / dy)
-                        if dz > 0:
-                            t_exit = min(t_exit, ((bz + 1) * bs - 0.5 - oz) / dz)
-                        elif dz < 0:
-                            t_exit = min(t_exit, (bz * bs - 0.5 - oz) / dz)
-                        r_t[r] = max(t_exit, t) + 1e-3 * dt_voxel
-                        r_have_prev[r] = False
-                        continue
-                    if not observed:
-                        # unobserved: a gap of up to two voxels between + and - still counts as a crossing
-                        if t - r_prev[r, 0] > 2.5 * dt_voxel:
-                            r_have_prev[r] = False
-                        r_t[r] = t + dt_voxel
-                        continue
                     f = fv_raw * inv_s  # voxels
                     if r_first[r]:
                         # the first observed read is negative: the tile's near depth may have put the start
