@@ -193,10 +193,8 @@ def block_range_map(
             ty1 = min(n_ty - 1, math.floor((vmax + 0.5) * inv_tile))
             for ty in range(ty0, ty1 + 1):
                 for tx in range(tx0, tx1 + 1):
-                    if zmin < near_c[ch, ty, tx]:
-                        near_c[ch, ty, tx] = zmin
-                    if zmax > far_c[ch, ty, tx]:
-                        far_c[ch, ty, tx] = zmax
+                    near_c[ch, ty, tx] = min(near_c[ch, ty, tx], zmin)
+                    far_c[ch, ty, tx] = max(far_c[ch, ty, tx], zmax)
             # splat the block's surface voxels, a run of a column at a time
             c0x = R_CW[0, 0] * ox + R_CW[0, 1] * oy + R_CW[0, 2] * oz + t_CW[0]
             c0y = R_CW[1, 0] * ox + R_CW[1, 1] * oy + R_CW[1, 2] * oz + t_CW[1]
