@@ -41,6 +41,30 @@ import numpy as np
 from fusion.hash_kernels import FASTMATH, lookup, pack_key, unpack_key
 from fusion.volume import UNOBSERVED_TSDF
 
+
+def _run_tables() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The runs of consecutive set bits of every 8-bit mask m: count (256,), first bit start[m, :count[m]]
+    and end (one past the last bit) end[m, :count[m]], int64, in increasing order (at most 4 runs)."""
+    count = np.zeros(256, np.int64)
+    start = np.zeros((256, 4), np.int64)
+    end = np.zeros((256, 4), np.int64)
+    for m in range(256):
+        k = 0
+        while k < 8:
+            if (m >> k) & 1:
+                k0 = k
+                while k < 8 and (m >> k) & 1:
+                    k += 1
+                start[m, count[m]] = k0
+                end[m, count[m]] = k
+                count[m] += 1
+            else:
+                k += 1
+    return count, start, end
+
+
+_RUN_COUNT, _RUN_START, _RUN_END = _run_tables()
+
 MAX_TABLE_BLOCKS = 1 << 22
 """Largest dense block table (entries, 4 bytes each) that :func:`block_range_map` builds; beyond it (a view
 box of more than ~160^3 blocks, e.g. voxels of a few millimetres and a far depth limit) the march looks
@@ -130,7 +154,10 @@ def block_range_map(
     box_hi = np.full((n_chunks, 3), -(1 << 40), np.int64)
     for ch in nb.prange(n_chunks):
         cam = np.empty((8, 3))
-        surf = np.empty(nv, np.bool_)
+        surf = np.empty(nv, np.uint8)
+        cmask = np.empty(64, np.uint8)
+        run_lin = np.empty(nv, np.int64)
+        run_len = np.empty(nv, np.int64)
         ns = near_surf_c[ch]
         # blocks dealt out round robin: the blocks in view were mostly allocated at about the same time
         # (contiguous ids), so contiguous chunks left one thread most of the work
@@ -206,64 +233,101 @@ def block_range_map(
                 n_surf += s_
             if n_surf == 0:
                 continue
-            for p in range(bs):
-                for q in range(bs):
-                    col = p * st_p + q * st_q
-                    k = 0
-                    while k < bs:
-                        if not surf[col + k * st_a]:
+            # the block's runs (first voxel, length - 1) into run_lin / run_len
+            n_runs = 0
+            if bs == 8:
+                # bit k of cmask[c] = voxel k of column c is a surface voxel (branch-free loops, the inner one
+                # over contiguous voxels where the axis allows); the runs of each 8-bit mask come from a
+                # table: walking the voxels instead took a data-dependent branch per voxel (-20 % of the
+                # range map with the table)
+                for c in range(64):
+                    cmask[c] = 0
+                if a_ax == 2:
+                    for k in range(8):
+                        for c in range(64):
+                            cmask[c] |= surf[64 * k + c] << k
+                elif a_ax == 1:
+                    for hi_ in range(8):
+                        for k in range(8):
+                            for lo_ in range(8):
+                                cmask[8 * hi_ + lo_] |= surf[64 * hi_ + 8 * k + lo_] << k
+                else:
+                    for c in range(64):
+                        for k in range(8):
+                            cmask[c] |= surf[8 * c + k] << k
+                for c in range(64):
+                    mk = cmask[c]
+                    if mk == 0:
+                        continue
+                    # column c's first voxel: c spans the two axes other than a_ax
+                    col = c if a_ax == 2 else ((c >> 3) * 64 + (c & 7) if a_ax == 1 else 8 * c)
+                    for j in range(_RUN_COUNT[mk]):
+                        run_lin[n_runs] = col + _RUN_START[mk, j] * st_a
+                        run_len[n_runs] = _RUN_END[mk, j] - 1 - _RUN_START[mk, j]
+                        n_runs += 1
+            else:
+                for p in range(bs):
+                    for q in range(bs):
+                        col = p * st_p + q * st_q
+                        k = 0
+                        while k < bs:
+                            if not surf[col + k * st_a]:
+                                k += 1
+                                continue
+                            k0 = k
                             k += 1
-                            continue
-                        k0 = k
-                        k += 1
-                        while k < bs and surf[col + k * st_a]:
-                            k += 1
-                        lin = col + k0 * st_a  # the run is k0 .. k - 1
-                        ix = lin & bmask
-                        iy = (lin >> block_shift) & bmask
-                        iz = lin >> (2 * block_shift)
-                        x0 = c0x + ix * sx0 + iy * sy0 + iz * sz0
-                        y0 = c0y + ix * sx1 + iy * sy1 + iz * sz1
-                        z0 = c0z + ix * sx2 + iy * sy2 + iz * sz2
-                        n_run = k - 1 - k0
-                        x1 = x0 + n_run * cs0
-                        y1 = y0 + n_run * cs1
-                        z1 = z0 + n_run * cs2
-                        z = min(z0, z1)
-                        if z < z_clip:
-                            at_camera[ch] = True
-                            continue
-                        iz0 = 1.0 / z0
-                        iz1 = 1.0 / z1
-                        u0 = fx * x0 * iz0 + cx
-                        v0 = fy * y0 * iz0 + cy
-                        u1 = fx * x1 * iz1 + cx
-                        v1 = fy * y1 * iz1 + cy
-                        r = foot * max(iz0, iz1) + 1.0
-                        ua = min(u0, u1) - r
-                        ub = max(u0, u1) + r
-                        va = min(v0, v1) - r
-                        vb = max(v0, v1) + r
-                        if ub < -0.5 or vb < -0.5 or ua > width - 0.5 or va > height - 0.5:
-                            continue
-                        sx_0 = max(0, math.floor((ua + 0.5) * inv_tile))
-                        sx_1 = min(n_tx - 1, math.floor((ub + 0.5) * inv_tile))
-                        sy_0 = max(0, math.floor((va + 0.5) * inv_tile))
-                        sy_1 = min(n_ty - 1, math.floor((vb + 0.5) * inv_tile))
-                        if sy_1 - sy_0 < 3 and sx_1 - sx_0 < 3:
-                            # the common case without data-dependent loop exits (mispredicted branches
-                            # were a third of the splat): a 3 x 3 window of tiles; the window's tiles
-                            # outside the rectangle go to the padding, each to its own (clamping them
-                            # onto the rectangle chained up to 9 read-modify-writes on one tile)
-                            for i in range(3):
-                                ty = sy_0 + i if sy_0 + i <= sy_1 else n_ty + i
-                                for j in range(3):
-                                    tx = sx_0 + j if sx_0 + j <= sx_1 else n_tx + j
-                                    ns[ty, tx] = min(ns[ty, tx], z)
-                        else:
-                            for ty in range(sy_0, sy_1 + 1):
-                                for tx in range(sx_0, sx_1 + 1):
-                                    ns[ty, tx] = min(ns[ty, tx], z)
+                            while k < bs and surf[col + k * st_a]:
+                                k += 1
+                            run_lin[n_runs] = col + k0 * st_a  # the run is k0 .. k - 1
+                            run_len[n_runs] = k - 1 - k0
+                            n_runs += 1
+            for ri in range(n_runs):
+                lin = run_lin[ri]
+                ix = lin & bmask
+                iy = (lin >> block_shift) & bmask
+                iz = lin >> (2 * block_shift)
+                x0 = c0x + ix * sx0 + iy * sy0 + iz * sz0
+                y0 = c0y + ix * sx1 + iy * sy1 + iz * sz1
+                z0 = c0z + ix * sx2 + iy * sy2 + iz * sz2
+                n_run = run_len[ri]
+                x1 = x0 + n_run * cs0
+                y1 = y0 + n_run * cs1
+                z1 = z0 + n_run * cs2
+                z = min(z0, z1)
+                if z < z_clip:
+                    at_camera[ch] = True
+                    continue
+                iz0 = 1.0 / z0
+                iz1 = 1.0 / z1
+                u0 = fx * x0 * iz0 + cx
+                v0 = fy * y0 * iz0 + cy
+                u1 = fx * x1 * iz1 + cx
+                v1 = fy * y1 * iz1 + cy
+                r = foot * max(iz0, iz1) + 1.0
+                ua = min(u0, u1) - r
+                ub = max(u0, u1) + r
+                va = min(v0, v1) - r
+                vb = max(v0, v1) + r
+                if ub < -0.5 or vb < -0.5 or ua > width - 0.5 or va > height - 0.5:
+                    continue
+                sx_0 = max(0, math.floor((ua + 0.5) * inv_tile))
+                sx_1 = min(n_tx - 1, math.floor((ub + 0.5) * inv_tile))
+                sy_0 = max(0, math.floor((va + 0.5) * inv_tile))
+                sy_1 = min(n_ty - 1, math.floor((vb + 0.5) * inv_tile))
+                if sy_1 - sy_0 < 3 and sx_1 - sx_0 < 3:
+                    # the common case without data-dependent loop exits (mispredicted branches
+                    # were a third of the splat): a 3 x 3 window of tiles; the window's tiles
+                    # outside the rectangle go to the padding, each to its own (clamping them
+                    # onto the rectangle chained up to 9 read-modify-writes on one tile)
+                    for i in range(3):
+                        ty = sy_0 + i if sy_0 + i <= sy_1 else n_ty + i
+                        for j in range(3):
+                            tx = sx_0 + j if sx_0 + j <= sx_1 else n_tx + j
+                            ns[ty, tx] = min(ns[ty, tx], z)
+                else:
+                    for ty in range(sy_0, sy_1 + 1):
+                        for tx in range(sx_0, sx_1 + 1):
+                            ns[ty, tx] = min(ns[ty, tx], z)
     near = near_c[0].copy()
     far = far_c[0].copy()
     near_surf = near_surf_c[0, :n_ty, :n_tx].copy()
