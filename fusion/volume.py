@@ -14,7 +14,7 @@ Per voxel: ``tsdf`` (float32, metres, clamped to the integrator's truncation dis
 every allocated voxel: a voxel is unobserved (weight 0) exactly when its ``tsdf`` is :data:`UNOBSERVED_TSDF`,
 and a positive weight is at least 1 (weights count observations). So with a minimum weight of at most 1, the
 TSDF alone tells whether a voxel was observed: the ray march reads one array instead of two (at 1 cm on
-7-Scenes, about 4 % of raycasting time). An integration update ``(tsdf * w + sdf) / (w + 1)`` needs no
+7-Scenes, 2-4 % of raycasting time). An integration update ``(tsdf * w + sdf) / (w + 1)`` needs no
 special case: ``UNOBSERVED_TSDF * 0 = 0``.
 
 Memory budget. At most ``max_blocks`` blocks are ever allocated. When an allocation request would go
